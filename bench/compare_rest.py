@@ -1,0 +1,125 @@
+"""End-to-end REST comparison against the in-process floor of the same work.
+
+For each shape, the floor is the least a server must do, measured in this process: decode the
+request body (JSON, base64, voiceprint checks), the score matrix, and the JSON encoding of the
+result. The end-to-end time is a real client against a real `voxmatch serve` on loopback: POST,
+poll until done, GET the JSON (the client receives every byte; parsing it is reported apart,
+since it is the client's cost). Ratios are end-to-end / floor; the target is <= 2.
+
+Also reported: the time to decode 100,000 voiceprints (target <= 150 ms here).
+
+    .venv/bin/python bench/compare_rest.py [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Annotated
+
+import httpx
+import msgspec
+import orjson
+
+from bench._common import Timing, measure, random_voiceprints, running_server
+from voxmatch._malloc import retain_freed_memory
+from voxmatch.models.registry import describe
+from voxmatch.scoring import score_matrix
+from voxmatch.voiceprint import decode_base64_batch
+
+PATH = "/api/technology/speaker-identification-voiceprint-comparison"
+SHAPES = [(1000, 1000), (50_000, 20)]
+
+
+class Body(msgspec.Struct):
+    voiceprints_a: Annotated[list[str], msgspec.Meta(min_length=1)]
+    voiceprints_b: Annotated[list[str], msgspec.Meta(min_length=1)]
+
+
+_decoder = msgspec.json.Decoder(Body)
+
+
+def floor(body: bytes) -> bytes:
+    request = _decoder.decode(body)
+    batch_a = decode_base64_batch(request.voiceprints_a)
+    batch_b = decode_base64_batch(request.voiceprints_b, model=batch_a.model)
+    scores = score_matrix(
+        batch_b.embeddings, batch_a.embeddings, describe(batch_a.model).calibration
+    )
+    return orjson.dumps(
+        {
+            "task": {"task_id": "00000000-0000-0000-0000-000000000000", "state": "done"},
+            "result": {
+                "scores": {
+                    "rows_count": scores.shape[0],
+                    "columns_count": scores.shape[1],
+                    "values": scores.reshape(-1),
+                }
+            },
+            "error": None,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def end_to_end(client: httpx.Client, body: bytes) -> bytes:
+    accepted = client.post(PATH, content=body, headers={"content-type": "application/json"})
+    if accepted.status_code != 202:
+        raise RuntimeError(f"POST answered {accepted.status_code}: {accepted.text[:300]}")
+    location = accepted.headers["location"]
+    while True:
+        polled = client.get(location)
+        if b'"state":"done"' in polled.content[:200]:
+            return polled.content
+        if polled.status_code != 200 or (
+            b'"state":"pending"' not in polled.content[:200]
+            and (b'"state":"running"' not in polled.content[:200])
+        ):
+            raise RuntimeError(f"GET answered {polled.status_code}: {polled.text[:300]}")
+        time.sleep(0.001)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    retain_freed_memory()
+
+    bodies = {}
+    for count_a, count_b in SHAPES:
+        list_a = random_voiceprints(count_a, seed=1)
+        list_b = random_voiceprints(count_b, seed=2)
+        bodies[(count_a, count_b)] = orjson.dumps(
+            {"voiceprints_a": list_a, "voiceprints_b": list_b}
+        )
+
+    ratios = {}
+    with running_server() as base_url, httpx.Client(base_url=base_url, timeout=120) as client:
+        for shape, body in bodies.items():
+            floor_time = measure(lambda body=body: floor(body), args.repeats)
+            e2e_time = measure(lambda body=body: end_to_end(client, body), args.repeats)
+            result = end_to_end(client, body)
+            parse_time = measure(lambda result=result: orjson.loads(result), args.repeats)
+            ratio = e2e_time.best / floor_time.best
+            ratios[shape] = ratio
+            print(f"{shape[0]} x {shape[1]} ({len(body) / 1e6:.1f} MB request)")
+            print(f"  floor (in-process)        {floor_time}")
+            print(f"  end to end over HTTP      {e2e_time}")
+            print(f"  client JSON parse (apart) {parse_time}")
+            print(f"  ratio end-to-end / floor  {ratio:.2f}  (target <= 2)")
+
+    hundred_thousand = random_voiceprints(100_000, seed=3)
+    body = orjson.dumps({"voiceprints_a": hundred_thousand, "voiceprints_b": hundred_thousand[:1]})
+    from_list: Timing = measure(lambda: decode_base64_batch(hundred_thousand), args.repeats)
+    from_json: Timing = measure(
+        lambda: decode_base64_batch(_decoder.decode(body).voiceprints_a), args.repeats
+    )
+    print("decode 100,000 voiceprints")
+    print(f"  base64 list -> matrix     {from_list}  (target <= 150 ms)")
+    print(f"  JSON body -> matrix       {from_json}")
+    return 0 if all(ratio <= 2 for ratio in ratios.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from voxmatch.cli import main
+
+main()

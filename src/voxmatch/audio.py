@@ -1,0 +1,571 @@
+"""Decode what users have into float32 samples at 16 kHz, one row per channel.
+
+libsndfile (through soundfile) is tried first: it reads WAV in all its PCM, float, A-law and
+mu-law flavours, FLAC, OGG/Vorbis, OGG/Opus, MP3 and NIST SPHERE, and it can seek, so a time range
+costs only the part it covers. Whatever libsndfile cannot open (M4A/AAC, and any odd file it
+refuses) goes to FFmpeg through PyAV. Headerless PCM is read as the Phonexia gRPC
+`RawAudioConfig` describes it.
+
+Decoding streams block by block: the wanted channels are picked and the time range cut at the
+source rate, then each block is resampled with soxr, so memory follows the 16 kHz output rather
+than the source, and a decompression bomb is stopped as soon as it decodes past the limit.
+
+Every failure is an `AudioError` (a ValueError) whose message can be shown to the user as is.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import av
+import av.error
+import numpy as np
+import soundfile
+import soxr
+from numpy.typing import NDArray
+
+SAMPLE_RATE = 16000
+"""The rate everything downstream (VAD, speaker model) works at."""
+DEFAULT_MAX_DURATION = 4 * 3600.0
+"""Seconds of audio decoded at most, unless the caller sets another limit."""
+MAX_CHANNELS = 256
+MAX_SAMPLE_RATE = 768_000
+_BLOCK_SAMPLES = 1 << 20
+"""Samples (all channels together) read per block at the source rate."""
+
+ChannelMode = Literal["split", "mix"]
+Source = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+# What soundfile and PyAV raise for a file they cannot read. Anything else (MemoryError, a bug of
+# ours) is left to propagate: turning it into "not audio" would hide it.
+_BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError,  # soundfile.LibsndfileError derives from it
+    OSError,
+    ValueError,
+    TypeError,
+    EOFError,
+    av.error.FFmpegError,
+)
+
+
+class AudioError(ValueError):
+    """The audio cannot be used as given; the message says why, for the user."""
+
+
+class RawEncoding(enum.IntEnum):
+    """Sample encodings of headerless audio, numbered as the Phonexia gRPC AudioEncoding enum."""
+
+    PCM16 = 0
+    PCM32 = 1
+    MULAW = 2
+    ALAW = 3
+
+
+_RAW_SUBTYPES = {
+    RawEncoding.PCM16: ("PCM_16", 2),
+    RawEncoding.PCM32: ("PCM_32", 4),
+    RawEncoding.MULAW: ("ULAW", 1),
+    RawEncoding.ALAW: ("ALAW", 1),
+}
+
+
+@dataclass(frozen=True)
+class RawAudioFormat:
+    """Layout of headerless audio: little-endian, interleaved channels."""
+
+    encoding: RawEncoding
+    sample_rate: int
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoding", _raw_encoding(self.encoding))
+        if not 0 < self.sample_rate <= MAX_SAMPLE_RATE:
+            raise AudioError(
+                f"raw audio sample rate must be 1..{MAX_SAMPLE_RATE} Hz, got {self.sample_rate}"
+            )
+        if not 0 < self.channels <= MAX_CHANNELS:
+            raise AudioError(f"raw audio must have 1..{MAX_CHANNELS} channels, got {self.channels}")
+
+    @property
+    def frame_bytes(self) -> int:
+        return _RAW_SUBTYPES[self.encoding][1] * self.channels
+
+
+def _raw_encoding(value: object) -> RawEncoding:
+    if isinstance(value, RawEncoding):
+        return value
+    supported = ", ".join(f"{member.name} ({member.value})" for member in RawEncoding)
+    try:
+        if isinstance(value, str):
+            return RawEncoding[value.strip().upper()]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return RawEncoding(value)
+    except (KeyError, ValueError):
+        pass
+    raise AudioError(f"unsupported raw audio encoding {value!r}; supported: {supported}")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Part of the audio to use, in seconds from its beginning; None means that end is open.
+
+    An end past the end of the audio is cut to it; a start at or past the end is an error,
+    since nothing would be left.
+    """
+
+    start: float | None = None
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in (("start", self.start), ("end", self.end)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise AudioError(f"time range {name} must be a finite number >= 0, got {value}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise AudioError(
+                f"time range end ({self.end:g} s) must be after its start ({self.start:g} s)"
+            )
+
+
+@dataclass(frozen=True)
+class ChannelSignal:
+    """One signal to process: a source channel, or the mix of several (reported as channel 0)."""
+
+    channel_number: int
+    samples: NDArray[np.float32]
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return int(self.samples.shape[0]) / self.sample_rate
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedAudio:
+    """Decoded audio with its channels kept apart: `samples` is channels x samples."""
+
+    samples: NDArray[np.float32]
+    sample_rate: int
+    channel_numbers: tuple[int, ...]
+    """The source channel (0-based) of each row of `samples`."""
+    original_sample_rate: int
+    original_channels: int
+    original_duration: float
+    """Length of the whole source in seconds, whatever part of it was decoded.
+
+    Exact for files libsndfile reads and for raw audio; for FFmpeg-decoded files read only up to
+    the end of a time range, it is the container's stated duration.
+    """
+    start: float = 0.0
+    """Where in the source the samples begin, in seconds."""
+
+    @property
+    def duration(self) -> float:
+        return int(self.samples.shape[1]) / self.sample_rate
+
+    def channel(self, number: int) -> NDArray[np.float32]:
+        """The samples of source channel `number`."""
+        row: NDArray[np.float32] = self.samples[self._row(number)]
+        return row
+
+    def split(self, channels: Sequence[int] | None = None) -> list[ChannelSignal]:
+        """One signal per channel (all decoded channels, or the listed ones in that order)."""
+        numbers = self.channel_numbers if channels is None else channels
+        return [
+            ChannelSignal(number, self.samples[self._row(number)], self.sample_rate)
+            for number in _check_channel_list(numbers, self.original_channels)
+        ]
+
+    def mix(self, channels: Sequence[int] | None = None) -> ChannelSignal:
+        """The average of the channels (all decoded ones, or the listed ones)."""
+        numbers = self.channel_numbers if channels is None else channels
+        rows = [
+            self._row(number) for number in _check_channel_list(numbers, self.original_channels)
+        ]
+        if len(rows) == 1:
+            mixed = self.samples[rows[0]]
+        else:
+            mixed = self.samples[rows].mean(axis=0, dtype=np.float32)
+        return ChannelSignal(0, mixed, self.sample_rate)
+
+    def signals(
+        self, channel_mode: str = "split", channels: Sequence[int] | None = None
+    ) -> list[ChannelSignal]:
+        """The signals an SPE4 request asks for: `split` gives one per channel, `mix` one."""
+        mode = parse_channel_mode(channel_mode)
+        if mode == "mix":
+            return [self.mix(channels)]
+        return self.split(channels)
+
+    def _row(self, number: int) -> int:
+        _check_channel(number, self.original_channels)
+        try:
+            return self.channel_numbers.index(number)
+        except ValueError:
+            raise AudioError(
+                f"channel {number} was not decoded (decoded: {list(self.channel_numbers)})"
+            ) from None
+
+
+def parse_channel_mode(value: str) -> ChannelMode:
+    if value == "split":
+        return "split"
+    if value == "mix":
+        return "mix"
+    raise AudioError(f"channel_mode must be 'split' or 'mix', got {value!r}")
+
+
+def decode(
+    source: Source,
+    *,
+    raw: RawAudioFormat | None = None,
+    time_range: TimeRange | None = None,
+    channels: Sequence[int] | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    max_duration: float = DEFAULT_MAX_DURATION,
+) -> DecodedAudio:
+    """Decode a file's bytes, or the file at a path, into float32 rows at `sample_rate`.
+
+    `raw` reads headerless audio of that layout instead of detecting a format. `channels` keeps
+    only those source channels (0-based), in that order; None keeps all. `max_duration` is the
+    furthest point, in seconds from the start of the source, that decoding may reach.
+    """
+    if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be 1..{MAX_SAMPLE_RATE}, got {sample_rate}")
+    if not max_duration > 0:
+        raise ValueError(f"max_duration must be positive, got {max_duration}")
+    time_range = time_range or TimeRange()
+    wanted = None if channels is None else list(channels)
+    _check_duplicates(wanted)
+    opened = _open_source(source)
+    request = _Request(time_range, wanted, sample_rate, max_duration)
+    if raw is not None:
+        try:
+            return _decode_raw(opened, raw, request)
+        except _BackendError as failure:
+            raise AudioError(f"cannot read the raw audio: {failure}") from None
+    try:
+        return _decode_with_soundfile(opened, request)
+    except _BackendError as libsndfile_failure:
+        try:
+            return _decode_with_pyav(opened, request)
+        except _NoAudioStreamError:
+            raise AudioError("the file has no audio stream") from None
+        except _BackendError as ffmpeg_failure:
+            raise AudioError(
+                "not a readable audio file "
+                f"(libsndfile: {libsndfile_failure}; FFmpeg: {ffmpeg_failure})"
+            ) from None
+
+
+# --- Internals ----------------------------------------------------------------------------
+
+
+class _BackendError(Exception):
+    """A decoding library could not read the input; another backend may still try."""
+
+
+class _NoAudioStreamError(_BackendError):
+    pass
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """The input as each backend wants it: a path, or bytes wrapped anew per attempt."""
+
+    path: str | None
+    data: bytes | None
+    label: str
+
+    def stream(self) -> str | io.BytesIO:
+        if self.path is not None:
+            return self.path
+        return io.BytesIO(cast(bytes, self.data))
+
+
+@dataclass(frozen=True)
+class _Request:
+    time_range: TimeRange
+    channels: list[int] | None
+    sample_rate: int
+    max_duration: float
+
+
+def _open_source(source: Source) -> _Opened:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        if not data:
+            raise AudioError("the audio file is empty (0 bytes)")
+        return _Opened(None, data, "the audio")
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        try:
+            size = os.stat(path).st_size
+        except OSError as error:
+            raise AudioError(f"cannot read {path}: {error.strerror or error}") from None
+        if size == 0:
+            raise AudioError(f"the audio file {path} is empty (0 bytes)")
+        return _Opened(path, None, path)
+    raise TypeError(f"audio source must be bytes or a path, not {type(source).__name__}")
+
+
+def _check_channel(number: int, channel_count: int) -> None:
+    if isinstance(number, bool) or not isinstance(number, int | np.integer):
+        raise AudioError(f"channel index must be an integer, got {number!r}")
+    if not 0 <= number < channel_count:
+        plural = "channel" if channel_count == 1 else "channels"
+        raise AudioError(
+            f"channel {number} does not exist: the audio has {channel_count} {plural} "
+            f"(0..{channel_count - 1})"
+        )
+
+
+def _check_duplicates(numbers: Sequence[int] | None) -> None:
+    if numbers is None:
+        return
+    if not numbers:
+        raise AudioError("the channel list is empty; omit it to use every channel")
+    seen: set[int] = set()
+    for number in numbers:
+        if number in seen:
+            raise AudioError(f"channel {number} is listed twice")
+        seen.add(number)
+
+
+def _check_channel_list(numbers: Sequence[int], channel_count: int) -> list[int]:
+    _check_duplicates(numbers)
+    for number in numbers:
+        _check_channel(number, channel_count)
+    return [int(number) for number in numbers]
+
+
+class _Collector:
+    """Takes source-rate blocks in order; keeps the range and channels asked for, resampled."""
+
+    def __init__(self, request: _Request, source_rate: int, channel_count: int, first: int):
+        if not 0 < source_rate <= MAX_SAMPLE_RATE:
+            raise AudioError(f"unsupported sample rate {source_rate} Hz")
+        if not 0 < channel_count <= MAX_CHANNELS:
+            raise AudioError(f"the audio has {channel_count} channels; at most {MAX_CHANNELS}")
+        self.request = request
+        self.source_rate = source_rate
+        self.channel_count = channel_count
+        if request.channels is None:
+            self.rows = list(range(channel_count))
+        else:
+            self.rows = _check_channel_list(request.channels, channel_count)
+        time_range = request.time_range
+        self.first = _to_frames(time_range.start or 0.0, source_rate)
+        self.stop = None if time_range.end is None else _to_frames(time_range.end, source_rate)
+        self.limit = _to_frames(request.max_duration, source_rate)
+        self.position = first
+        self.kept = 0
+        self._pieces: list[NDArray[np.float32]] = []
+        self._resampler: Any = None
+        if source_rate != request.sample_rate:
+            self._resampler = soxr.ResampleStream(
+                source_rate, request.sample_rate, len(self.rows), dtype="float32", quality="HQ"
+            )
+
+    @property
+    def done(self) -> bool:
+        """True once the end of the time range has been reached: decoding may stop."""
+        return self.stop is not None and self.position >= self.stop
+
+    def push(self, block: NDArray[np.float32]) -> None:
+        """Take the next `block` of frames x channels that follows the previous one."""
+        begin, end = self.position, self.position + block.shape[0]
+        self.position = end
+        if end > self.limit:
+            raise AudioError(
+                f"the audio is longer than the allowed maximum of {self.request.max_duration:g} s"
+            )
+        low = max(begin, self.first)
+        high = end if self.stop is None else min(end, self.stop)
+        if high <= low:
+            return
+        piece = block[low - begin : high - begin]
+        if len(self.rows) != self.channel_count or self.rows != list(range(self.channel_count)):
+            piece = piece[:, self.rows]
+        piece = np.ascontiguousarray(piece, dtype=np.float32)
+        self.kept += piece.shape[0]
+        if self._resampler is not None:
+            piece = self._resampler.resample_chunk(piece)
+        self._pieces.append(piece)
+
+    def finish(self, original_duration: float) -> DecodedAudio:
+        if original_duration <= 0:
+            raise AudioError("the audio contains no samples")
+        start = self.request.time_range.start or 0.0
+        if self.kept == 0:
+            raise AudioError(
+                f"the time range starts at {start:g} s, at or after the end of the audio "
+                f"({original_duration:g} s)"
+            )
+        if self._resampler is not None:
+            empty = np.zeros((0, len(self.rows)), dtype=np.float32)
+            self._pieces.append(self._resampler.resample_chunk(empty, last=True))
+        frames = np.concatenate(self._pieces, axis=0) if len(self._pieces) > 1 else self._pieces[0]
+        if frames.shape[0] == 0:
+            raise AudioError(
+                f"the selected audio is shorter than one sample at {self.request.sample_rate} Hz"
+            )
+        return DecodedAudio(
+            samples=np.ascontiguousarray(frames.T),
+            sample_rate=self.request.sample_rate,
+            channel_numbers=tuple(self.rows),
+            original_sample_rate=self.source_rate,
+            original_channels=self.channel_count,
+            original_duration=original_duration,
+            start=self.first / self.source_rate,
+        )
+
+
+def _to_frames(seconds: float, rate: int) -> int:
+    return round(seconds * rate)
+
+
+def _decode_with_soundfile(opened: _Opened, request: _Request) -> DecodedAudio:
+    try:
+        with soundfile.SoundFile(opened.stream()) as sound:
+            return _read_soundfile(sound, request)
+    except AudioError:
+        raise
+    except _BACKEND_ERRORS as error:
+        raise _BackendError(_describe(error)) from None
+
+
+def _decode_raw(opened: _Opened, raw: RawAudioFormat, request: _Request) -> DecodedAudio:
+    size = os.stat(opened.path).st_size if opened.path is not None else len(opened.data or b"")
+    if size % raw.frame_bytes:
+        plural = "channel" if raw.channels == 1 else "channels"
+        raise AudioError(
+            f"raw {raw.encoding.name} audio with {raw.channels} {plural} comes in frames of "
+            f"{raw.frame_bytes} bytes, but {size} bytes is not a whole number of frames"
+        )
+    subtype = _RAW_SUBTYPES[raw.encoding][0]
+    try:
+        with soundfile.SoundFile(
+            opened.stream(),
+            format="RAW",
+            subtype=subtype,
+            samplerate=raw.sample_rate,
+            channels=raw.channels,
+            endian="LITTLE",
+        ) as sound:
+            return _read_soundfile(sound, request)
+    except AudioError:
+        raise
+    except _BACKEND_ERRORS as error:
+        raise _BackendError(_describe(error)) from None
+
+
+def _read_soundfile(sound: soundfile.SoundFile, request: _Request) -> DecodedAudio:
+    rate, channel_count, total = int(sound.samplerate), int(sound.channels), int(sound.frames)
+    if total <= 0:
+        # libsndfile reports 0 frames for some streamed WAVs whose header was never finalised;
+        # FFmpeg reads those by scanning, so let it have a go before calling the file empty.
+        raise _BackendError("no frames")
+    duration = total / rate
+    collector = _Collector(request, rate, channel_count, first=0)
+    stop = total if collector.stop is None else min(total, collector.stop)
+    if stop > collector.limit:
+        raise AudioError(
+            f"the audio is longer than the allowed maximum of {request.max_duration:g} s"
+        )
+    if collector.first >= total:
+        return collector.finish(duration)
+    if collector.first and sound.seekable():
+        sound.seek(collector.first)
+        collector.position = collector.first
+    block_frames = max(1024, _BLOCK_SAMPLES // channel_count)
+    while collector.position < stop:
+        wanted = min(block_frames, stop - collector.position)
+        block = sound.read(wanted, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break  # the header promised more frames than the data holds
+        collector.push(block)
+    return collector.finish(duration)
+
+
+def _decode_with_pyav(opened: _Opened, request: _Request) -> DecodedAudio:
+    try:
+        container = av.open(opened.stream(), mode="r")
+    except _BACKEND_ERRORS as error:
+        raise _BackendError(_describe(error)) from None
+    try:
+        with container:
+            if not container.streams.audio:
+                raise _NoAudioStreamError("no audio stream")
+            stream = container.streams.audio[0]
+            collector: _Collector | None = None
+            layout: tuple[int, int] | None = None
+            for block, rate, channel_count in _pyav_blocks(container, stream):
+                if collector is None:
+                    collector = _Collector(request, rate, channel_count, first=0)
+                    layout = (rate, channel_count)
+                elif layout != (rate, channel_count):
+                    raise AudioError(
+                        "the sample rate or channel count changes within the audio stream"
+                    )
+                collector.push(block)
+                if collector.done:
+                    break
+            if collector is None:
+                raise AudioError("the audio contains no samples")
+            decoded_duration = collector.position / collector.source_rate
+            stated = _stated_duration(container, stream) if collector.done else 0.0
+            return collector.finish(max(decoded_duration, stated))
+    except AudioError:
+        raise
+    except _BACKEND_ERRORS as error:
+        raise _BackendError(_describe(error)) from None
+
+
+def _pyav_blocks(container: Any, stream: Any) -> Iterator[tuple[NDArray[np.float32], int, int]]:
+    """(frames x channels float32 block, sample rate, channel count) for each decoded frame."""
+    for frame in container.decode(stream):
+        channel_count = int(frame.layout.nb_channels)
+        array = frame.to_ndarray()
+        block = array.T if frame.format.is_planar else array.reshape(-1, channel_count)
+        yield _to_float32(block), int(frame.sample_rate), channel_count
+
+
+def _to_float32(block: NDArray[Any]) -> NDArray[np.float32]:
+    kind = block.dtype
+    if kind == np.float32:
+        return block
+    if kind == np.float64:
+        return block.astype(np.float32)
+    if kind == np.uint8:
+        return (block.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(kind, np.signedinteger):
+        scale = float(2 ** (8 * kind.itemsize - 1))
+        return (block.astype(np.float64) / scale).astype(np.float32)
+    raise AudioError(f"unsupported decoded sample type {kind}")
+
+
+def _stated_duration(container: Any, stream: Any) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1_000_000
+    return 0.0
+
+
+def _describe(error: BaseException) -> str:
+    # libsndfile's own message starts with the name of the file object it was given, which
+    # means nothing to the user; its error string alone says what went wrong.
+    # FFmpeg's errors carry errno and a placeholder file name around a readable strerror.
+    text = (
+        getattr(error, "error_string", None)
+        or getattr(error, "strerror", None)
+        or str(error).strip()
+        or type(error).__name__
+    )
+    return str(text).splitlines()[0]

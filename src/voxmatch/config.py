@@ -1,0 +1,142 @@
+"""Settings: embedded defaults, overridden by a TOML file, then VOXMATCH_* variables, then flags.
+
+Every setting is listed, with its default, in docs/configuration.md, which a test keeps in step
+with this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from voxmatch.models.registry import DEFAULT_MODEL_NAME
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXMATCH_", extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the REST API listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="REST port (0 picks a free port).")
+    grpc_enabled: bool = Field(True, description="Serve the Phonexia gRPC API as well.")
+    grpc_host: str | None = Field(None, description="Address for gRPC; defaults to `host`.")
+    grpc_port: int = Field(
+        8080, ge=0, le=65535, description="gRPC port (8080 is where Phonexia's clients look)."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve gRPC over TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
+    data_dir: Path = Field(
+        Path("voxmatch-data"),
+        description="Folder for the task database, task files and the model cache.",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Pre-pulled model folder (`voxmatch models pull --to DIR`), for air-gapped"
+        " installs; files found there are used instead of fetching.",
+    )
+    default_model: str = Field(
+        DEFAULT_MODEL_NAME, description="Model used for extraction when none is named."
+    )
+    max_list_length: int = Field(
+        50_000, ge=1, description="Most voiceprints in one list of a request."
+    )
+    max_matrix_size: int = Field(
+        1_000_000, ge=1, description="Most scores in one comparison (len(a) x len(b))."
+    )
+    max_request_bytes: int = Field(
+        128 * MIB, ge=1024, description="Largest JSON request body, in bytes (else 413)."
+    )
+    max_upload_bytes: int = Field(
+        256 * MIB, ge=1024, description="Largest uploaded media file, in bytes (else 413)."
+    )
+    workers: int = Field(2, ge=1, description="Tasks processed at the same time.")
+    queue_capacity: int = Field(
+        64, ge=1, description="Tasks waiting to run before new ones get 429."
+    )
+    retry_after_seconds: int = Field(
+        1, ge=1, description="`retry-after` sent with 429 when the queue is full."
+    )
+    task_ttl_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="How long a finished task (done, failed, rejected) is kept, then 404.",
+    )
+    expiry_interval_seconds: float = Field(
+        30.0, gt=0, description="How often expired tasks are swept from disk."
+    )
+    fsync: bool = Field(
+        False,
+        description="Flush accepted tasks to the disk before answering 202. Off, an accepted"
+        " task survives a crash of voxmatch (kill -9); on, it also survives a power cut.",
+    )
+    memory_budget_bytes: int = Field(
+        64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Server log level."
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
+
+    @property
+    def grpc_address(self) -> str:
+        return self.grpc_host or self.host
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used, with a message naming the setting."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (lowest to highest priority) defaults, TOML file, environment, overrides.
+
+    The TOML file is `config_file`, else $VOXMATCH_CONFIG when set. Overrides that are None
+    are ignored, so command-line flags that were not given do not mask the other sources.
+    """
+    path_text = str(config_file) if config_file else os.environ.get("VOXMATCH_CONFIG")
+    path = Path(path_text) if path_text else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+
+    class _Sourced(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            return tuple(sources)
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return _Sourced(**given)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

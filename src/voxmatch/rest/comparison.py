@@ -1,0 +1,143 @@
+"""SPE4 voiceprint comparison: POST two lists of voiceprints, poll for the score matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from voxmatch.config import Settings
+from voxmatch.logs import correlation_id_var, request_id_var
+from voxmatch.rest.errors import (
+    ApiError,
+    detail_item,
+    invalid_json,
+    schema_error,
+    voiceprint_error,
+)
+from voxmatch.rest.schemas import ERROR_RESPONSES, ComparisonRequest, TaskAccepted
+from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.tasks.jobs import COMPARISON
+from voxmatch.tasks.store import JsonObject
+from voxmatch.voiceprint import VoiceprintError, decode_base64_batch
+
+TECHNOLOGY = "speaker-identification-voiceprint-comparison"
+
+
+class _ComparisonBody(msgspec.Struct):
+    voiceprints_a: list[str]
+    voiceprints_b: list[str]
+
+
+_decoder = msgspec.json.Decoder(_ComparisonBody)
+
+
+def check_list_length(field: str, items: list[str], limit: int) -> None:
+    if 1 <= len(items) <= limit:
+        return
+    problem, kind = (
+        ("List should have at least 1 item", "too_short")
+        if not items
+        else (f"List should have at most {limit} items, not {len(items)}", "too_long")
+    )
+    raise ApiError(
+        422,
+        "Validation of the request failed.",
+        [detail_item(["body", field], problem, kind, {"limit": limit, "length": len(items)})],
+    )
+
+
+def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    return {
+        "scores": {
+            "rows_count": result["rows_count"],
+            "columns_count": result["columns_count"],
+            "values": arrays["scores"].reshape(-1),
+        }
+    }
+
+
+def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+    router = APIRouter(tags=["Voiceprint comparison"])
+
+    def accept(body: bytes, runner: TaskRunner, request_id: str, correlation_id: str) -> TaskRecord:
+        try:
+            parsed = _decoder.decode(body)
+        except msgspec.ValidationError as error:
+            raise schema_error(error) from None
+        except msgspec.DecodeError as error:
+            raise invalid_json(error) from None
+        list_a, list_b = parsed.voiceprints_a, parsed.voiceprints_b
+        del parsed
+        for field, items in (("voiceprints_a", list_a), ("voiceprints_b", list_b)):
+            check_list_length(field, items, settings.max_list_length)
+        product = len(list_a) * len(list_b)
+        if product > settings.max_matrix_size:
+            raise ApiError(
+                422,
+                "Validation of the request failed.",
+                [
+                    detail_item(
+                        ["body"],
+                        f"len(voiceprints_a) x len(voiceprints_b) = {len(list_a)} x {len(list_b)}"
+                        f" = {product} exceeds the maximum matrix size {settings.max_matrix_size}",
+                        "matrix_too_large",
+                        {"limit": settings.max_matrix_size},
+                    )
+                ],
+            )
+        try:
+            batch_a = decode_base64_batch(list_a)
+        except VoiceprintError as error:
+            raise voiceprint_error(error, "voiceprints_a") from None
+        try:
+            batch_b = decode_base64_batch(list_b, model=batch_a.model)
+        except VoiceprintError as error:
+            raise voiceprint_error(error, "voiceprints_b") from None
+        del list_a, list_b
+        return submit_or_429(
+            runner,
+            COMPARISON,
+            params={"model": batch_a.model},
+            arrays={"a": batch_a.embeddings, "b": batch_b.embeddings},
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+
+    @router.post(
+        f"/api/technology/{TECHNOLOGY}",
+        status_code=202,
+        response_model=TaskAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Start a voiceprint comparison",
+        description=(
+            "Compare every voiceprint of `voiceprints_a` with every voiceprint of"
+            " `voiceprints_b`. Each list holds 1 to `max_list_length` base64 voiceprints, and"
+            " len(a) x len(b) must not exceed `max_matrix_size`. The result matrix has"
+            " `rows_count` = len(voiceprints_b), `columns_count` = len(voiceprints_a), and"
+            " values[r * columns_count + c] = score(voiceprints_a[c], voiceprints_b[r]);"
+            " scores are calibrated log-likelihood ratios. A bad voiceprint is a 422 naming"
+            " its list and index."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ComparisonRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def start_comparison(request: Request) -> Response:
+        body = await request.body()
+        record = await run_in_threadpool(
+            accept, body, runner, request_id_var.get(), correlation_id_var.get()
+        )
+        return accepted(TECHNOLOGY, record, runner)
+
+    add_task_routes(router, runner, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")
+    return router

@@ -1,0 +1,89 @@
+"""Pydantic models that document the REST API in its OpenAPI document.
+
+Request bodies on the hot paths are decoded with msgspec, not with these models; the models
+exist so that /openapi.json and /docs describe exactly what the handlers accept and return.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TaskInfoState(StrEnum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    rejected = "rejected"
+
+
+class TaskInfo(BaseModel):
+    task_id: str = Field(description="UUID of the task.")
+    state: TaskInfoState
+
+
+class TaskAccepted(BaseModel):
+    task: TaskInfo
+
+
+class ErrorDetail(BaseModel):
+    location: list[str | int] = Field(
+        description='Where the problem is, e.g. ["body", "voiceprints_a", 17].'
+    )
+    message: str
+    type: str
+    context: dict[str, str | int | float | bool] | None = None
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="Error type, e.g. request.validation-error.")
+    message: str
+    detail: list[ErrorDetail] = Field(default_factory=list)
+
+
+class TaskResponse(BaseModel):
+    task: TaskInfo
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+
+
+class ComparisonRequest(BaseModel):
+    voiceprints_a: list[str] = Field(
+        min_length=1, description="Base64 voiceprints; they are the columns of the result."
+    )
+    voiceprints_b: list[str] = Field(
+        min_length=1, description="Base64 voiceprints; they are the rows of the result."
+    )
+
+
+class ScoreMatrix(BaseModel):
+    rows_count: int = Field(description="len(voiceprints_b)")
+    columns_count: int = Field(description="len(voiceprints_a)")
+    values: list[float] = Field(
+        description="Row-major: values[r * columns_count + c] = LLR(voiceprints_a[c],"
+        " voiceprints_b[r])."
+    )
+
+
+class ComparisonResult(BaseModel):
+    scores: ScoreMatrix
+
+
+class SystemInfo(BaseModel):
+    version: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "The request could not be parsed (`request.invalid`).",
+        404: "No such task: wrong id, or the task expired (`resource.not-found`).",
+        405: "Wrong HTTP method (`method.invalid`).",
+        413: "The body is larger than allowed (`request.size-limit-exceeded`).",
+        422: "The request data failed validation (`request.validation-error`).",
+        429: "The task queue is full; see `retry-after` (`request.rate-limit-exceeded`).",
+    }.items()
+}

@@ -1,0 +1,169 @@
+"""The SPE4 task pattern shared by every technology: 202 + Location, poll, result or error.
+
+Each technology registers its POST route itself and calls `add_task_routes` for the GET and
+DELETE routes under `/api/technology/<technology>/{task_id}`. Results are rendered with orjson
+straight from NumPy arrays, never through Python lists of floats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy.typing as npt
+import orjson
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from voxmatch.rest.errors import not_found, queue_full
+from voxmatch.rest.schemas import ERROR_RESPONSES, TaskResponse
+from voxmatch.tasks import QueueFull, TaskOutcome, TaskRecord, TaskRunner, TaskState
+from voxmatch.tasks.store import JsonObject
+
+NPY_MEDIA_TYPE = "application/x-npy"
+TECHNOLOGY_PREFIX = "/api/technology"
+
+ResultRenderer = Callable[[JsonObject, Mapping[str, npt.NDArray[Any]]], dict[str, Any]]
+"""Builds the `result` object of a done task from its stored result and arrays; values may be
+NumPy arrays, which orjson renders without Python floats."""
+
+REST_DOCUMENT = "rest.json"
+"""The GET body of a done task, rendered once by the worker that finished it."""
+
+
+def task_location(technology: str, task_id: str) -> str:
+    return f"{TECHNOLOGY_PREFIX}/{technology}/{task_id}"
+
+
+def rate_headers(runner: TaskRunner) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit": str(runner.queue_capacity),
+        "x-ratelimit-remaining": str(max(0, runner.queue_capacity - runner.queue_length())),
+    }
+
+
+def accepted(technology: str, record: TaskRecord, runner: TaskRunner) -> Response:
+    location = task_location(technology, record.id)
+    return Response(
+        orjson.dumps({"task": {"task_id": record.id, "state": record.state.value}}),
+        status_code=202,
+        media_type="application/json",
+        headers={"location": location, "x-location": location, **rate_headers(runner)},
+    )
+
+
+def submit_or_429(runner: TaskRunner, kind: str, **arguments: Any) -> TaskRecord:
+    try:
+        return runner.submit(kind, **arguments)
+    except QueueFull as full:
+        raise queue_full(full.capacity, full.retry_after) from None
+
+
+def render_task(record: TaskRecord, result: dict[str, Any] | None) -> bytes:
+    return orjson.dumps(
+        {
+            "task": {"task_id": record.id, "state": record.state.value},
+            "result": result,
+            "error": record.error,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def add_task_routes(
+    router: APIRouter,
+    runner: TaskRunner,
+    technology: str,
+    kind: str,
+    render_result: ResultRenderer,
+    *,
+    npy_array: str | None = None,
+) -> None:
+    """GET (poll) and DELETE (cancel) routes of one technology's tasks.
+
+    `npy_array` names the result array a client gets as a .npy file when it asks for
+    `Accept: application/x-npy`.
+    """
+    path = f"{TECHNOLOGY_PREFIX}/{technology}/{{task_id}}"
+    stored_arrays = (npy_array,) if npy_array else ()
+
+    def render_done(record: TaskRecord, outcome: TaskOutcome) -> bytes:
+        done = replace(record, state=TaskState.DONE)
+        return render_task(done, render_result(outcome.result, outcome.arrays))
+
+    runner.add_renderer(kind, REST_DOCUMENT, render_done)
+
+    def render_from_store(record: TaskRecord) -> bytes:
+        document = runner.store.result_document(record.id, REST_DOCUMENT)
+        if document is not None:
+            return document
+        # Finished before this server rendered documents for its kind: render from the arrays.
+        try:
+            arrays = {name: runner.store.result_array(record.id, name) for name in stored_arrays}
+        except FileNotFoundError:
+            raise not_found(record.id) from None
+        return render_task(record, render_result(record.result or {}, arrays))
+
+    def find(task_id: uuid.UUID) -> TaskRecord:
+        record = runner.get(str(task_id))
+        if record is None or record.kind != kind:
+            raise not_found(str(task_id))
+        return record
+
+    def read_npy(record: TaskRecord, name: str) -> bytes:
+        try:
+            return runner.store.result_array_path(record.id, name).read_bytes()
+        except FileNotFoundError:
+            raise not_found(record.id) from None
+
+    async def get_task(request: Request, task_id: uuid.UUID) -> Response:
+        record = find(task_id)
+        if record.state is not TaskState.DONE:
+            return Response(render_task(record, None), media_type="application/json")
+        if npy_array and NPY_MEDIA_TYPE in request.headers.get("accept", ""):
+            return Response(
+                await run_in_threadpool(read_npy, record, npy_array),
+                media_type=NPY_MEDIA_TYPE,
+                headers={"x-task-state": record.state.value},
+            )
+        body = await run_in_threadpool(render_from_store, record)
+        return Response(body, media_type="application/json")
+
+    async def delete_task(task_id: uuid.UUID) -> Response:
+        record = find(task_id)
+        await run_in_threadpool(runner.cancel, record.id)
+        return Response(status_code=204)
+
+    router.add_api_route(
+        path,
+        get_task,
+        methods=["GET"],
+        response_model=TaskResponse,
+        responses={**ERROR_RESPONSES, 200: {"description": "The task, with `result` once done."}},
+        summary=f"Get a {technology} task",
+        description=(
+            "Poll the task. `result` is set when the state is `done`; `error` when it is"
+            " `failed` or `rejected`. Finished tasks expire (see `task_ttl_seconds`), then 404."
+            + (
+                f" Send `Accept: {NPY_MEDIA_TYPE}` to receive the finished result matrix as a"
+                " NumPy .npy file (same orientation) instead of JSON."
+                if npy_array
+                else ""
+            )
+        ),
+    )
+    router.add_api_route(
+        path,
+        delete_task,
+        methods=["DELETE"],
+        status_code=204,
+        responses=ERROR_RESPONSES,
+        summary=f"Cancel and remove a {technology} task (voxmatch addition)",
+        description=(
+            "Not part of SPE4. Stops the task if it has not finished and deletes it with its"
+            " files; later GETs answer 404."
+        ),
+    )

@@ -1,0 +1,115 @@
+"""Score matrices: calibrated log-likelihood ratios from cosine similarity, computed in blocks.
+
+Every score is `scale * cos + offset` with the model's calibration. A voiceprint made from no
+speech has a zero embedding; it carries no evidence either way, so every score involving it is
+exactly 0.0 (the LLR of balanced evidence) rather than a number derived from an undefined
+cosine.
+
+The product is computed in row blocks written straight into the float32 output, so no float64
+copy and no second full-size intermediate exists at any time; the block size follows a memory
+budget and lets a long computation be stopped between blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from voxmatch.models.registry import Calibration
+
+FloatMatrix = npt.NDArray[np.float32]
+DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+
+
+class ScoringStopped(RuntimeError):
+    """The caller asked the computation to stop (a cancelled task, for instance)."""
+
+
+def unit_rows(embeddings: npt.ArrayLike) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
+    """L2-normalised float32 copy of the rows, and which rows are empty (zero vectors)."""
+    matrix = np.array(embeddings, dtype=np.float32, copy=True, ndmin=2)
+    norms = np.linalg.norm(matrix, axis=1)
+    empty = norms == 0
+    norms[empty] = 1
+    matrix /= norms[:, np.newaxis]
+    return matrix, empty
+
+
+def _rows_per_block(columns: int, memory_budget: int) -> int:
+    return max(1, memory_budget // max(1, columns * 4))
+
+
+def iter_score_blocks(
+    rows: npt.ArrayLike,
+    columns: npt.ArrayLike,
+    calibration: Calibration,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Iterator[tuple[slice, FloatMatrix]]:
+    """Yield (row slice, scores of those rows against every column) within the memory budget.
+
+    The yielded block is a reused buffer: copy it if it must outlive the next iteration.
+    """
+    row_units, row_empty = unit_rows(rows)
+    column_units, column_empty = unit_rows(columns)
+    block_rows = min(len(row_units), _rows_per_block(len(column_units), memory_budget))
+    buffer = np.empty((block_rows, len(column_units)), dtype=np.float32)
+    for start in range(0, len(row_units), block_rows):
+        stop = min(start + block_rows, len(row_units))
+        block = buffer[: stop - start]
+        _score_block(
+            row_units[start:stop],
+            row_empty[start:stop],
+            column_units,
+            column_empty,
+            calibration,
+            block,
+        )
+        yield slice(start, stop), block
+
+
+def score_matrix(
+    rows: npt.ArrayLike,
+    columns: npt.ArrayLike,
+    calibration: Calibration,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    should_stop: Callable[[], bool] | None = None,
+) -> FloatMatrix:
+    """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns))."""
+    row_units, row_empty = unit_rows(rows)
+    column_units, column_empty = unit_rows(columns)
+    scores = np.empty((len(row_units), len(column_units)), dtype=np.float32)
+    block_rows = _rows_per_block(len(column_units), memory_budget)
+    for start in range(0, len(row_units), block_rows):
+        if should_stop is not None and should_stop():
+            raise ScoringStopped("scoring stopped on request")
+        stop = min(start + block_rows, len(row_units))
+        _score_block(
+            row_units[start:stop],
+            row_empty[start:stop],
+            column_units,
+            column_empty,
+            calibration,
+            scores[start:stop],
+        )
+    return scores
+
+
+def _score_block(
+    row_units: FloatMatrix,
+    row_empty: npt.NDArray[np.bool_],
+    column_units: FloatMatrix,
+    column_empty: npt.NDArray[np.bool_],
+    calibration: Calibration,
+    out: FloatMatrix,
+) -> None:
+    np.matmul(row_units, column_units.T, out=out)
+    out *= np.float32(calibration.scale)
+    out += np.float32(calibration.offset)
+    if column_empty.any():
+        out[:, column_empty] = 0.0
+    if row_empty.any():
+        out[row_empty] = 0.0

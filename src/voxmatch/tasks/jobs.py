@@ -1,0 +1,33 @@
+"""The task kinds: each turns a task's stored inputs into its result by calling the core."""
+
+from __future__ import annotations
+
+from voxmatch.models.registry import describe
+from voxmatch.scoring import score_matrix
+from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome
+
+COMPARISON = "comparison"
+
+
+def comparison_handler(memory_budget: int) -> Handler:
+    """Score voiceprints_b (rows) against voiceprints_a (columns), as SPE4 REST lays it out."""
+
+    def compare(context: TaskContext) -> TaskOutcome:
+        calibration = describe(context.params["model"]).calibration
+        scores = score_matrix(
+            context.array("b"),
+            context.array("a"),
+            calibration,
+            memory_budget=memory_budget,
+            should_stop=context.should_stop,
+        )
+        return TaskOutcome(
+            result={"rows_count": scores.shape[0], "columns_count": scores.shape[1]},
+            arrays={"scores": scores},
+        )
+
+    return compare
+
+
+def build_handlers(*, memory_budget: int) -> dict[str, Handler]:
+    return {COMPARISON: comparison_handler(memory_budget)}

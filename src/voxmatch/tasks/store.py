@@ -1,0 +1,355 @@
+"""The durable task store: task rows in SQLite (WAL), task inputs and results as files.
+
+A task's input files are written (and renamed into place) before its row is committed, and the
+row is committed before anyone learns the task id, so an accepted task survives a crash of the
+process at any point. Results are written the same way before the row says `done`.
+
+Layout inside the data folder::
+
+    tasks.sqlite3            one row per task
+    tasks/<task id>/         in.<name>.npy / in.<name>.bin (inputs), out.<name>.npy (results)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+JsonObject = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    finished REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    params TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    request_id TEXT,
+    correlation_id TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created);
+CREATE INDEX IF NOT EXISTS tasks_by_finished ON tasks (finished) WHERE finished IS NOT NULL;
+"""
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.DONE, TaskState.FAILED, TaskState.REJECTED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str
+    kind: str
+    state: TaskState
+    created: float
+    updated: float
+    finished: float | None
+    attempts: int
+    params: JsonObject
+    result: JsonObject | None
+    error: JsonObject | None
+    request_id: str | None
+    correlation_id: str | None
+
+
+class TaskStore:
+    def __init__(self, data_dir: Path, *, fsync: bool = False) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "tasks"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            data_dir / "tasks.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode loses nothing when the process dies; FULL also survives power loss.
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.files_dir / task_id
+
+    def create(
+        self,
+        kind: str,
+        params: JsonObject,
+        *,
+        arrays: Mapping[str, npt.NDArray[Any]] | None = None,
+        files: Mapping[str, Path] | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> TaskRecord:
+        """Persist a new pending task: its input files first, then its row."""
+        task_id = str(uuid.uuid4())
+        folder = self.task_dir(task_id)
+        folder.mkdir()
+        try:
+            for name, array in (arrays or {}).items():
+                self._write_array(folder / f"in.{name}.npy", array)
+            for name, source in (files or {}).items():
+                destination = folder / f"in.{name}.bin"
+                shutil.move(source, destination)
+                if self._fsync:
+                    _fsync_file(destination)
+            if self._fsync:
+                _fsync_file(folder)
+            now = time.time()
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO tasks (id, kind, state, created, updated, params, request_id,"
+                    " correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        task_id,
+                        kind,
+                        TaskState.PENDING.value,
+                        now,
+                        now,
+                        json.dumps(params),
+                        request_id,
+                        correlation_id,
+                    ),
+                )
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        record = self.get(task_id)
+        assert record is not None
+        return record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, kind, state, created, updated, finished, attempts, params, result,"
+                " error, request_id, correlation_id FROM tasks WHERE id = ?",
+                (task_id,),
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def input_array(self, task_id: str, name: str) -> npt.NDArray[Any]:
+        return _load_array(self.task_dir(task_id) / f"in.{name}.npy")
+
+    def input_file(self, task_id: str, name: str) -> Path:
+        return self.task_dir(task_id) / f"in.{name}.bin"
+
+    def result_array(self, task_id: str, name: str) -> npt.NDArray[Any]:
+        return _load_array(self.task_dir(task_id) / f"out.{name}.npy")
+
+    def result_array_path(self, task_id: str, name: str) -> Path:
+        return self.task_dir(task_id) / f"out.{name}.npy"
+
+    def result_document(self, task_id: str, name: str) -> bytes | None:
+        """A rendered form of the result stored with it, or None if none was stored."""
+        try:
+            return (self.task_dir(task_id) / f"out.{name}").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def mark_running(self, task_id: str) -> bool:
+        """Move a pending task to running; False if it is gone (cancelled meanwhile)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, updated = ?, attempts = attempts + 1"
+                " WHERE id = ? AND state = ?",
+                (TaskState.RUNNING.value, time.time(), task_id, TaskState.PENDING.value),
+            )
+            return cursor.rowcount == 1
+
+    def mark_done(
+        self,
+        task_id: str,
+        result: JsonObject,
+        arrays: Mapping[str, npt.NDArray[Any]] | None = None,
+        documents: Mapping[str, bytes] | None = None,
+    ) -> bool:
+        """Store the result files, then flip the row to done; False if the task is gone."""
+        folder = self.task_dir(task_id)
+        if not folder.is_dir():
+            return False
+        try:
+            for name, array in (arrays or {}).items():
+                self._write_array(folder / f"out.{name}.npy", array)
+            for name, content in (documents or {}).items():
+                self._write_bytes(folder / f"out.{name}", content)
+        except FileNotFoundError:
+            return False  # the task was deleted while its result was being written
+        return self._finish(task_id, TaskState.DONE, result=result)
+
+    def mark_finished_with_error(self, task_id: str, state: TaskState, error: JsonObject) -> bool:
+        if state not in (TaskState.FAILED, TaskState.REJECTED):
+            raise ValueError(f"{state} is not an error state")
+        return self._finish(task_id, state, error=error)
+
+    def _finish(
+        self,
+        task_id: str,
+        state: TaskState,
+        *,
+        result: JsonObject | None = None,
+        error: JsonObject | None = None,
+    ) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET state = ?, updated = ?, finished = ?, result = ?, error = ?"
+                " WHERE id = ?",
+                (
+                    state.value,
+                    now,
+                    now,
+                    None if result is None else json.dumps(result),
+                    None if error is None else json.dumps(error),
+                    task_id,
+                ),
+            )
+            finished = cursor.rowcount == 1
+        if finished:
+            self._discard_inputs(task_id)
+        return finished
+
+    def requeue(self, task_id: str) -> None:
+        """Put a task that was running when the process died back to pending."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET state = ?, updated = ? WHERE id = ? AND state = ?",
+                (TaskState.PENDING.value, time.time(), task_id, TaskState.RUNNING.value),
+            )
+
+    def delete(self, task_id: str) -> bool:
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount == 1
+        shutil.rmtree(self.task_dir(task_id), ignore_errors=True)
+        return removed
+
+    def unfinished(self) -> list[TaskRecord]:
+        """Tasks pending or running, oldest first: the work to resume after a restart."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, kind, state, created, updated, finished, attempts, params, result,"
+                " error, request_id, correlation_id FROM tasks WHERE state IN (?, ?)"
+                " ORDER BY created",
+                (TaskState.PENDING.value, TaskState.RUNNING.value),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def expired_ids(self, finished_before: float) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM tasks WHERE finished IS NOT NULL AND finished < ?",
+                (finished_before,),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def remove_orphan_folders(self) -> int:
+        """Delete task folders with no row: left by a crash between the files and the commit."""
+        with self._lock:
+            known = {str(row[0]) for row in self._db.execute("SELECT id FROM tasks")}
+        removed = 0
+        for folder in self.files_dir.iterdir():
+            if folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        counts = {state.value: 0 for state in TaskState}
+        counts.update({str(state): int(count) for state, count in rows})
+        return counts
+
+    def _write_array(self, path: Path, array: npt.NDArray[Any]) -> None:
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as stream:
+            np.save(stream, array, allow_pickle=False)
+            if self._fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(partial, path)
+
+    def _write_bytes(self, path: Path, content: bytes) -> None:
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as stream:
+            stream.write(content)
+            if self._fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
+        os.replace(partial, path)
+
+    def _discard_inputs(self, task_id: str) -> None:
+        folder = self.task_dir(task_id)
+        for path in folder.glob("in.*"):
+            path.unlink(missing_ok=True)
+
+
+def _load_array(path: Path) -> npt.NDArray[Any]:
+    array: npt.NDArray[Any] = np.load(path, allow_pickle=False)
+    return array
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    return TaskRecord(
+        id=row[0],
+        kind=row[1],
+        state=TaskState(row[2]),
+        created=row[3],
+        updated=row[4],
+        finished=row[5],
+        attempts=row[6],
+        params=json.loads(row[7]),
+        result=None if row[8] is None else json.loads(row[8]),
+        error=None if row[9] is None else json.loads(row[9]),
+        request_id=row[10],
+        correlation_id=row[11],
+    )
