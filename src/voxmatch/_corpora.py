@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from voxmatch import assets
 from voxmatch.assets import AssetError, RegistryAsset
+from voxmatch.audio import TimeRange, decode
 
 CACHE_ENV = "VOXMATCH_TEST_CACHE"
 DEBIAN_MIRROR_ENV = "VOXMATCH_DEBIAN_MIRROR"
@@ -428,8 +429,6 @@ def _ar_member(archive: bytes, prefix: str, label: str) -> bytes:
 
 def load(path: Path, start: float = 0.0, end: float | None = None) -> NDArray[np.float32]:
     """Mono float32 samples at 16 kHz of a cached corpus file, optionally a stretch of it."""
-    from voxmatch.audio import TimeRange, decode
-
     decoded = decode(path, time_range=TimeRange(start or None, end))
     return decoded.mix().samples
 

@@ -1,10 +1,10 @@
 """Decode what users have into float32 samples at 16 kHz, one row per channel.
 
 libsndfile (through soundfile) is tried first: it reads WAV in all its PCM, float, A-law and
-mu-law flavours, FLAC, OGG/Vorbis, OGG/Opus, MP3 and NIST SPHERE, and it can seek, so a time range
-costs only the part it covers. Whatever libsndfile cannot open (M4A/AAC, and any odd file it
-refuses) goes to FFmpeg through PyAV. Headerless PCM is read as the Phonexia gRPC
-`RawAudioConfig` describes it.
+mu-law flavours, FLAC, OGG/Vorbis, MP3 and NIST SPHERE, and it can seek, so a time range costs
+only the part it covers. Whatever libsndfile cannot open (M4A/AAC, and any odd file it refuses)
+goes to FFmpeg through PyAV, and so does OGG/Opus, which FFmpeg decodes twice as fast.
+Headerless PCM is read as the Phonexia gRPC `RawAudioConfig` describes it.
 
 Decoding streams block by block: the wanted channels are picked and the time range cut at the
 source rate, then each block is resampled with soxr, so memory follows the 16 kHz output rather
@@ -19,7 +19,7 @@ import enum
 import io
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -32,8 +32,9 @@ from numpy.typing import NDArray
 
 SAMPLE_RATE = 16000
 """The rate everything downstream (VAD, speaker model) works at."""
-DEFAULT_MAX_DURATION = 4 * 3600.0
-"""Seconds of audio decoded at most, unless the caller sets another limit."""
+DEFAULT_MAX_DURATION = 2 * 3600.0
+"""Seconds of audio decoded at most, unless the caller sets another limit (two hours is
+460 MB of float32 per channel at 16 kHz)."""
 MAX_CHANNELS = 256
 MAX_SAMPLE_RATE = 768_000
 _BLOCK_SAMPLES = 1 << 20
@@ -48,7 +49,6 @@ _BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,  # soundfile.LibsndfileError derives from it
     OSError,
     ValueError,
-    TypeError,
     EOFError,
     av.error.FFmpegError,
 )
@@ -249,18 +249,23 @@ def decode(
             return _decode_raw(opened, raw, request)
         except _BackendError as failure:
             raise AudioError(f"cannot read the raw audio: {failure}") from None
-    try:
-        return _decode_with_soundfile(opened, request)
-    except _BackendError as libsndfile_failure:
+    backends: list[tuple[str, _Backend]] = [
+        ("libsndfile", _decode_with_soundfile),
+        ("FFmpeg", _decode_with_pyav),
+    ]
+    if _is_ogg_opus(opened.head()):
+        # libsndfile decodes Opus at half FFmpeg's speed (RTF 0.0034 against 0.0018 measured
+        # here), which alone would take a fifth of the whole extraction budget.
+        backends.reverse()
+    failures: list[str] = []
+    for name, backend in backends:
         try:
-            return _decode_with_pyav(opened, request)
+            return backend(opened, request)
         except _NoAudioStreamError:
             raise AudioError("the file has no audio stream") from None
-        except _BackendError as ffmpeg_failure:
-            raise AudioError(
-                "not a readable audio file "
-                f"(libsndfile: {libsndfile_failure}; FFmpeg: {ffmpeg_failure})"
-            ) from None
+        except _BackendError as failure:
+            failures.append(f"{name}: {failure}")
+    raise AudioError(f"not a readable audio file ({'; '.join(failures)})")
 
 
 # --- Internals ----------------------------------------------------------------------------
@@ -280,12 +285,35 @@ class _Opened:
 
     path: str | None
     data: bytes | None
-    label: str
+
+    def head(self, size: int = 64) -> bytes:
+        if self.data is not None:
+            return self.data[:size]
+        try:
+            with open(cast(str, self.path), "rb") as file:
+                return file.read(size)
+        except OSError:
+            return b""
 
     def stream(self) -> str | io.BytesIO:
         if self.path is not None:
             return self.path
-        return io.BytesIO(cast(bytes, self.data))
+        return _SeekClampedBytesIO(cast(bytes, self.data))
+
+
+class _SeekClampedBytesIO(io.BytesIO):
+    """BytesIO that refuses to seek before its start by staying put instead of raising.
+
+    libsndfile asks for such seeks on some damaged files; soundfile calls `seek` from a C
+    callback, where an exception cannot propagate and is printed as "Exception ignored" instead.
+    Staying put makes libsndfile see a failed seek and report the file as unreadable.
+    """
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.tell(), io.SEEK_END: len(self.getbuffer())}
+        if base.get(whence, 0) + offset < 0:
+            return self.tell()
+        return super().seek(offset, whence)
 
 
 @dataclass(frozen=True)
@@ -296,12 +324,20 @@ class _Request:
     max_duration: float
 
 
+_Backend = Callable[[_Opened, _Request], DecodedAudio]
+
+
+def _is_ogg_opus(head: bytes) -> bool:
+    """An Ogg stream whose first packet is an Opus header (RFC 7845)."""
+    return head.startswith(b"OggS") and b"OpusHead" in head
+
+
 def _open_source(source: Source) -> _Opened:
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         if not data:
             raise AudioError("the audio file is empty (0 bytes)")
-        return _Opened(None, data, "the audio")
+        return _Opened(None, data)
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         try:
@@ -310,7 +346,7 @@ def _open_source(source: Source) -> _Opened:
             raise AudioError(f"cannot read {path}: {error.strerror or error}") from None
         if size == 0:
             raise AudioError(f"the audio file {path} is empty (0 bytes)")
-        return _Opened(path, None, path)
+        return _Opened(path, None)
     raise TypeError(f"audio source must be bytes or a path, not {type(source).__name__}")
 
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8080, ge=0, le=65535, description="gRPC port (8080 is where Phonexia's clients look)."
     )
+    grpc_max_concurrent_rpcs: int = Field(
+        8, ge=1, description="gRPC calls served at once; more get RESOURCE_EXHAUSTED."
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve gRPC over TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
     data_dir: Path = Field(
@@ -43,6 +46,17 @@ class Settings(BaseSettings):
         None,
         description="Pre-pulled model folder (`voxmatch models pull --to DIR`), for air-gapped"
         " installs; files found there are used instead of fetching.",
+    )
+    model_file: Path | None = Field(
+        None,
+        description="A user's own ONNX speaker model (sherpa-onnx / WeSpeaker export) to use"
+        " instead of the default model.",
+    )
+    model_name: str | None = Field(
+        None, description="Name given to `model_file`'s voiceprints (default: the file's stem)."
+    )
+    extraction_threads: int = Field(
+        1, ge=1, description="onnxruntime threads of one extraction (per worker)."
     )
     default_model: str = Field(
         DEFAULT_MODEL_NAME, description="Model used for extraction when none is named."

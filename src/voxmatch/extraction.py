@@ -1,0 +1,172 @@
+"""Voiceprint extraction: audio in, one voiceprint per signal out.
+
+For each signal: voice activity detection keeps the speech (up to an optional cap), the model's
+filterbank front end and network turn it into an embedding, and the seconds of speech used are
+stored with it. A signal with too little speech for the network gives the empty voiceprint
+(zero embedding, speech_length 0), as SPE4 does; it scores 0 (no evidence) against anything.
+
+Very long speech is embedded in equal chunks of at most `chunk_seconds`, whose unit-length
+embeddings are averaged: the network's memory grows with input length, and beyond a minute or
+two more speech no longer changes a voiceprint noticeably.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from voxmatch.audio import DecodedAudio
+from voxmatch.models.registry import ModelDescription, describe
+from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
+from voxmatch.vad import VoiceActivityDetector
+from voxmatch.voiceprint import Voiceprint
+
+DEFAULT_CHUNK_SECONDS = 120.0
+MIN_SPEECH_SECONDS = 0.25
+"""Less detected speech than this gives the empty voiceprint: too short to say anything."""
+
+
+@dataclass(frozen=True)
+class Extraction:
+    voiceprint: Voiceprint
+    processed_seconds: float
+    """How much audio was looked at: all of it, or less when the speech cap was reached."""
+
+    @property
+    def speech_length(self) -> float:
+        return self.voiceprint.speech_length
+
+
+@dataclass(frozen=True)
+class ChannelExtraction:
+    channel_number: int
+    extraction: Extraction
+
+
+class Extractor:
+    """Thread-safe: one extractor serves every worker (onnxruntime sessions are shareable)."""
+
+    def __init__(
+        self,
+        model: SpeakerModel,
+        vad: VoiceActivityDetector,
+        *,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        min_speech_seconds: float = MIN_SPEECH_SECONDS,
+    ) -> None:
+        self.model = model
+        self.vad = vad
+        self.chunk_seconds = chunk_seconds
+        self.min_speech_seconds = max(
+            min_speech_seconds, (model.min_frames + 2) * 0.01 + 0.015
+        )
+
+    @property
+    def description(self) -> ModelDescription:
+        return self.model.description
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.description.sample_rate
+
+    def empty_voiceprint(self) -> Voiceprint:
+        return Voiceprint.from_embedding(
+            np.zeros(self.description.embedding_dim, dtype=np.float32),
+            speech_length=0.0,
+            model=self.description.name,
+        )
+
+    def extract(
+        self, samples: npt.NDArray[np.float32], *, max_speech_seconds: float | None = None
+    ) -> Extraction:
+        """The voiceprint of one mono signal at the model's sample rate (16 kHz)."""
+        speech = self.vad.speech_samples(samples, max_speech_seconds)
+        if speech.seconds < self.min_speech_seconds:
+            return Extraction(self.empty_voiceprint(), speech.processed_seconds)
+        embedding = self._embed(speech.samples)
+        voiceprint = Voiceprint.from_embedding(
+            embedding, speech_length=speech.seconds, model=self.description.name
+        )
+        return Extraction(voiceprint, speech.processed_seconds)
+
+    def extract_audio(
+        self,
+        audio: DecodedAudio,
+        *,
+        channel_mode: str = "split",
+        channels: Sequence[int] | None = None,
+        max_speech_seconds: float | None = None,
+    ) -> list[ChannelExtraction]:
+        """One voiceprint per channel (`split`) or one of their mix (`mix`)."""
+        if audio.sample_rate != self.sample_rate:
+            raise ValueError(
+                f"audio is at {audio.sample_rate} Hz, the model needs {self.sample_rate} Hz"
+            )
+        return [
+            ChannelExtraction(
+                signal.channel_number,
+                self.extract(signal.samples, max_speech_seconds=max_speech_seconds),
+            )
+            for signal in audio.signals(channel_mode, channels)
+        ]
+
+    def _embed(self, speech: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        chunk_samples = int(self.chunk_seconds * self.sample_rate)
+        if speech.shape[0] <= chunk_samples:
+            return self.model.embed_samples(speech)
+        # Equal chunks, so they can go through the network as one batch without padding.
+        count = math.ceil(speech.shape[0] / chunk_samples)
+        length = speech.shape[0] // count
+        chunks = speech[: count * length].reshape(count, length)
+        features = np.stack([self.model.features(chunk) for chunk in chunks])
+        embeddings = self.model.embed_batch(features)
+        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        mean: npt.NDArray[np.float32] = embeddings.mean(axis=0, dtype=np.float32)
+        return mean
+
+
+def load_extractor(
+    model_name: str,
+    cache_dir: Path,
+    search_dirs: Iterable[Path] = (),
+    *,
+    threads: int = 1,
+) -> Extractor:
+    """The extractor of a registered model: weights and VAD fetched, verified and cached."""
+    description = describe(model_name)
+    folders = list(search_dirs)
+    model = load_speaker_model(description, cache_dir, folders, threads=threads)
+    vad = VoiceActivityDetector.from_registry(cache_dir, search_dirs=folders)
+    return Extractor(model, vad)
+
+
+class SharedExtractor:
+    """Loads the extractor on first use, once, for every thread that needs it.
+
+    The server starts listening at once; the first extraction fetches, verifies and converts
+    the model if the cache does not already hold it.
+    """
+
+    def __init__(self, loader: Callable[[], Extractor]) -> None:
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._extractor: Extractor | None = None
+
+    def get(self) -> Extractor:
+        extractor = self._extractor
+        if extractor is not None:
+            return extractor
+        with self._lock:
+            if self._extractor is None:
+                self._extractor = self._loader()
+            return self._extractor
+
+    @property
+    def loaded(self) -> bool:
+        return self._extractor is not None
