@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from voxmatch import Voiceprint, VoiceprintBatch, compare
 from voxmatch.models import DEFAULT_MODEL_NAME
@@ -163,3 +164,29 @@ def comparison_bodies(count: int) -> tuple[list[bytes], Callable[[int], np.ndarr
         return compare(shared_a, b_sets[index]).T
 
     return bodies, expected
+
+
+def speech_clip(speaker: str, recording: str, min_seconds: float = 3.0) -> NDArray[np.float32]:
+    """The longest single-speaker run of `speaker` in AMI recording `recording` (16 kHz)."""
+    from voxmatch import _corpora
+
+    runs = [
+        segment
+        for segment in _corpora.ami_segments(min_seconds)
+        if segment.speaker == speaker and segment.path.stem == recording
+    ]
+    assert runs, f"no run of {speaker} in {recording}"
+    longest = max(runs, key=lambda segment: segment.end - segment.start)
+    return _corpora.load_segment(longest)
+
+
+def model_env() -> dict[str, str]:
+    """Server settings that take the model files from the tests' shared cache, fetched once."""
+    from voxmatch import _corpora
+    from voxmatch.assets import locate_all
+    from voxmatch.models.registry import CAMPPLUS_WEIGHTS
+    from voxmatch.vad import SILERO_VAD_SEQUENCE
+
+    folder = _corpora.models_cache_dir()
+    locate_all([CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE], folder)
+    return {"VOXMATCH_MODELS_DIR": str(folder)}

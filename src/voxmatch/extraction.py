@@ -63,9 +63,7 @@ class Extractor:
         self.model = model
         self.vad = vad
         self.chunk_seconds = chunk_seconds
-        self.min_speech_seconds = max(
-            min_speech_seconds, (model.min_frames + 2) * 0.01 + 0.015
-        )
+        self.min_speech_seconds = max(min_speech_seconds, (model.min_frames + 2) * 0.01 + 0.015)
 
     @property
     def description(self) -> ModelDescription:

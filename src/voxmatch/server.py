@@ -12,10 +12,15 @@ import uvicorn
 
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.config import Settings
+from voxmatch.extraction import Extractor, SharedExtractor, load_extractor
+from voxmatch.grpc.server import build_grpc_server, grpc_target
 from voxmatch.logs import configure_logging
+from voxmatch.models.registry import describe, register
+from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
 from voxmatch.tasks import TaskRunner, TaskStore
 from voxmatch.tasks.jobs import build_handlers
+from voxmatch.vad import VoiceActivityDetector
 
 log = logging.getLogger("voxmatch")
 
@@ -24,11 +29,42 @@ ENDPOINTS_FILE = "endpoints.json"
 (useful with port 0, which picks a free port)."""
 
 
-def build_runner(settings: Settings) -> TaskRunner:
+def build_extractor(settings: Settings) -> SharedExtractor:
+    """The extractor of the configured model, loaded on first use.
+
+    A user's own ONNX model (`model_file`) is registered under its name at once, so its
+    voiceprints are known to comparisons even before the first extraction.
+    """
+    search_dirs = [settings.models_dir] if settings.models_dir else []
+    cache_dir = settings.model_cache_dir
+    if settings.model_file is None:
+        describe(settings.default_model)  # an unknown name is a start-up error, not a late one
+        return SharedExtractor(
+            lambda: load_extractor(
+                settings.default_model, cache_dir, search_dirs, threads=settings.extraction_threads
+            )
+        )
+    model = load_onnx_speaker_model(
+        settings.model_file, name=settings.model_name, threads=settings.extraction_threads
+    )
+    register(model.description)
+
+    def with_user_model() -> Extractor:
+        vad = VoiceActivityDetector.from_registry(cache_dir, search_dirs=search_dirs)
+        return Extractor(model, vad)
+
+    return SharedExtractor(with_user_model)
+
+
+def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
     store = TaskStore(settings.data_dir, fsync=settings.fsync)
     return TaskRunner(
         store,
-        build_handlers(memory_budget=settings.memory_budget_bytes),
+        build_handlers(
+            memory_budget=settings.memory_budget_bytes,
+            extractor=extractor,
+            max_audio_seconds=settings.max_audio_seconds,
+        ),
         workers=settings.workers,
         queue_capacity=settings.queue_capacity,
         task_ttl_seconds=settings.task_ttl_seconds,
@@ -42,17 +78,26 @@ def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     retain_freed_memory()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    runner = build_runner(settings)
+    extractor = build_extractor(settings)
+    runner = build_runner(settings, extractor)
     runner.start()
+    grpc_server = None
     try:
-        asyncio.run(_serve(settings, runner))
+        grpc_endpoints = {}
+        if settings.grpc_enabled:
+            grpc_server, grpc_port = build_grpc_server(settings, extractor)
+            grpc_server.start()
+            grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
+        asyncio.run(_serve(settings, runner, grpc_endpoints))
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
         runner.stop()
         runner.store.close()
         (settings.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
 
 
-async def _serve(settings: Settings, runner: TaskRunner) -> None:
+async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, str]) -> None:
     app = create_app(settings, runner)
     config = uvicorn.Config(
         app,
@@ -72,11 +117,14 @@ async def _serve(settings: Settings, runner: TaskRunner) -> None:
             return
         await asyncio.sleep(0.01)
     rest_port = server.servers[0].sockets[0].getsockname()[1]
-    _write_endpoints(settings.data_dir, {"rest": f"http://{settings.host}:{rest_port}"})
+    _write_endpoints(
+        settings.data_dir, {"rest": f"http://{settings.host}:{rest_port}", **endpoints}
+    )
     log.info(
-        "voxmatch listening: REST http://%s:%d (docs at /docs); data in %s",
+        "voxmatch listening: REST http://%s:%d (docs at /docs)%s; data in %s",
         settings.host,
         rest_port,
+        f", gRPC {endpoints['grpc']}" if "grpc" in endpoints else "",
         settings.data_dir.resolve(),
     )
     await serving

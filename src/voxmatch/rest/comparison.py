@@ -14,10 +14,9 @@ from starlette.responses import Response
 from voxmatch.config import Settings
 from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.errors import (
-    ApiError,
-    detail_item,
     invalid_json,
     schema_error,
+    validation_error,
     voiceprint_error,
 )
 from voxmatch.rest.schemas import ERROR_RESPONSES, ComparisonRequest, TaskAccepted
@@ -46,11 +45,7 @@ def check_list_length(field: str, items: list[str], limit: int) -> None:
         if not items
         else (f"List should have at most {limit} items, not {len(items)}", "too_long")
     )
-    raise ApiError(
-        422,
-        "Validation of the request failed.",
-        [detail_item(["body", field], problem, kind, {"limit": limit, "length": len(items)})],
-    )
+    raise validation_error(["body", field], problem, kind, {"limit": limit, "length": len(items)})
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -79,18 +74,12 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             check_list_length(field, items, settings.max_list_length)
         product = len(list_a) * len(list_b)
         if product > settings.max_matrix_size:
-            raise ApiError(
-                422,
-                "Validation of the request failed.",
-                [
-                    detail_item(
-                        ["body"],
-                        f"len(voiceprints_a) x len(voiceprints_b) = {len(list_a)} x {len(list_b)}"
-                        f" = {product} exceeds the maximum matrix size {settings.max_matrix_size}",
-                        "matrix_too_large",
-                        {"limit": settings.max_matrix_size},
-                    )
-                ],
+            raise validation_error(
+                ["body"],
+                f"len(voiceprints_a) x len(voiceprints_b) = {len(list_a)} x {len(list_b)}"
+                f" = {product} exceeds the maximum matrix size {settings.max_matrix_size}",
+                "matrix_too_large",
+                {"limit": settings.max_matrix_size},
             )
         try:
             batch_a = decode_base64_batch(list_a)

@@ -64,6 +64,17 @@ def detail_item(
     return item
 
 
+def validation_error(
+    location: Location, message: str, error_type: str, context: dict[str, Any] | None = None
+) -> ApiError:
+    """422 `request.validation-error` with one detail item."""
+    return ApiError(
+        422,
+        "Validation of the request failed.",
+        [detail_item(location, message, error_type, context)],
+    )
+
+
 def error_body(error_type: str, message: str, detail: list[Detail]) -> bytes:
     return orjson.dumps({"type": error_type, "message": message, "detail": detail})
 
@@ -141,23 +152,15 @@ def schema_error(error: msgspec.ValidationError) -> ApiError:
         kind = "too_long"
     else:
         kind = "type_error"
-    return ApiError(
-        422, "Validation of the request failed.", [detail_item(location, problem, kind)]
-    )
+    return validation_error(location, problem, kind)
 
 
 def voiceprint_error(error: VoiceprintError, field: str) -> ApiError:
-    return ApiError(
-        422,
-        "Validation of the request failed.",
-        [
-            detail_item(
-                ["body", field, error.index],
-                error.message,
-                f"voiceprint.{error.reason}",
-                {"reason": error.reason},
-            )
-        ],
+    return validation_error(
+        ["body", field, error.index],
+        error.message,
+        f"voiceprint.{error.reason}",
+        {"reason": error.reason},
     )
 
 

@@ -7,6 +7,7 @@ straight from NumPy arrays, never through Python lists of floats.
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from voxmatch.rest.errors import not_found, queue_full
+from voxmatch.rest.errors import ApiError, detail_item, not_found, queue_full
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskResponse
 from voxmatch.tasks import QueueFull, TaskOutcome, TaskRecord, TaskRunner, TaskState
 from voxmatch.tasks.store import JsonObject
@@ -56,10 +57,19 @@ def accepted(technology: str, record: TaskRecord, runner: TaskRunner) -> Respons
 
 
 def submit_or_429(runner: TaskRunner, kind: str, **arguments: Any) -> TaskRecord:
+    """Submit, answering 429 when the queue is full and 507 when the disk is."""
     try:
         return runner.submit(kind, **arguments)
     except QueueFull as full:
         raise queue_full(full.capacity, full.retry_after) from None
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ApiError(
+            507,
+            "The server's storage is full; the task was not accepted.",
+            [detail_item([], str(error), "storage.capacity-exceeded")],
+        ) from None
 
 
 def render_task(record: TaskRecord, result: dict[str, Any] | None) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from voxmatch.extraction import SharedExtractor
 from voxmatch.models.registry import describe
 from voxmatch.scoring import score_matrix
+from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome
 
 COMPARISON = "comparison"
@@ -29,5 +31,10 @@ def comparison_handler(memory_budget: int) -> Handler:
     return compare
 
 
-def build_handlers(*, memory_budget: int) -> dict[str, Handler]:
-    return {COMPARISON: comparison_handler(memory_budget)}
+def build_handlers(
+    *, memory_budget: int, extractor: SharedExtractor, max_audio_seconds: float
+) -> dict[str, Handler]:
+    return {
+        COMPARISON: comparison_handler(memory_budget),
+        EXTRACTION: extraction_handler(extractor, max_audio_seconds),
+    }

@@ -84,6 +84,8 @@ class TaskStore:
         self.data_dir = data_dir
         self.files_dir = data_dir / "tasks"
         self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir = data_dir / "staging"
+        self.staging_dir.mkdir(exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
@@ -109,6 +111,11 @@ class TaskStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def staging_path(self) -> Path:
+        """A fresh path, on the task files' file system, to receive an upload before `create`
+        moves it into its task (a rename, not a copy)."""
+        return self.staging_dir / f"{uuid.uuid4()}.part"
 
     def task_dir(self, task_id: str) -> Path:
         return self.files_dir / task_id
@@ -288,6 +295,8 @@ class TaskStore:
         with self._lock:
             known = {str(row[0]) for row in self._db.execute("SELECT id FROM tasks")}
         removed = 0
+        for upload in self.staging_dir.iterdir():
+            upload.unlink(missing_ok=True)
         for folder in self.files_dir.iterdir():
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)

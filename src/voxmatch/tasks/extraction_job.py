@@ -1,0 +1,52 @@
+"""The extraction task: a stored upload in, one voiceprint per channel out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voxmatch.audio import AudioError, decode
+from voxmatch.extraction import SharedExtractor
+from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
+from voxmatch.vectors import vector_voiceprints
+from voxmatch.voiceprint import VoiceprintBatch
+
+EXTRACTION = "extraction"
+
+
+def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> Handler:
+    """Params: channel_mode ("split" | "mix"), channels (list of ints or None),
+    include_vector_voiceprint (bool)."""
+
+    def extract(context: TaskContext) -> TaskOutcome:
+        params = context.params
+        try:
+            audio = decode(context.file("audio"), max_duration=max_audio_seconds)
+            results = extractor.get().extract_audio(
+                audio, channel_mode=params["channel_mode"], channels=params["channels"]
+            )
+        except AudioError as error:
+            raise TaskRejected(
+                f"The media file cannot be used: {error}",
+                [{"location": ["file"], "message": str(error), "type": "media.invalid"}],
+            ) from None
+        voiceprints = [result.extraction.voiceprint for result in results]
+        vectors = (
+            vector_voiceprints(VoiceprintBatch.of(voiceprints))
+            if params["include_vector_voiceprint"]
+            else None
+        )
+        channels: list[dict[str, Any]] = []
+        for index, result in enumerate(results):
+            voiceprint = result.extraction.voiceprint
+            channel: dict[str, Any] = {
+                "channel_number": result.channel_number,
+                "voiceprint": voiceprint.to_base64(),
+                "speech_length": round(voiceprint.speech_length, 3),
+                "model": voiceprint.model,
+            }
+            if vectors is not None:
+                channel["vector_voiceprint"] = vectors[index].tolist()
+            channels.append(channel)
+        return TaskOutcome(result={"channels": channels})
+
+    return extract
