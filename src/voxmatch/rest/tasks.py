@@ -107,15 +107,17 @@ def add_task_routes(
     runner.add_renderer(kind, REST_DOCUMENT, render_done)
 
     def render_from_store(record: TaskRecord) -> bytes:
-        document = runner.store.result_document(record.id, REST_DOCUMENT)
+        document = runner.document(record.id, REST_DOCUMENT)
         if document is not None:
             return document
-        # Finished before this server rendered documents for its kind: render from the arrays.
+        # Rendered before a restart, or dropped from memory since: render it from the arrays.
         try:
             arrays = {name: runner.store.result_array(record.id, name) for name in stored_arrays}
         except FileNotFoundError:
             raise not_found(record.id) from None
-        return render_task(record, render_result(record.result or {}, arrays))
+        document = render_task(record, render_result(record.result or {}, arrays))
+        runner.keep_document(record.id, REST_DOCUMENT, document)
+        return document
 
     def find(task_id: uuid.UUID) -> TaskRecord:
         record = runner.get(str(task_id))

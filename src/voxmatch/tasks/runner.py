@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +84,29 @@ class TaskContext:
 
 Handler = Callable[[TaskContext], TaskOutcome]
 Renderer = Callable[[TaskRecord, TaskOutcome], bytes]
-"""Turns a finished task's outcome into a document stored with it (an interface's response
-body, say), so that rendering happens once, in the bounded worker pool, not on every read."""
+"""Turns a finished task's outcome into a document (an interface's response body, say), so that
+rendering happens once, in the bounded worker pool, not on every read."""
+
+
+@dataclass
+class _Fresh:
+    """A task submitted by this process, held in memory until a worker takes it.
+
+    A worker may start on its in-memory inputs while `submit` is still writing them to disk;
+    it only records the result once `durable` is set, so a task is never finished before it
+    exists on disk, and a task whose write failed (`lost`) leaves no trace.
+    """
+
+    record: TaskRecord
+    arrays: Mapping[str, npt.NDArray[Any]]
+    needs_files: bool
+    durable: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+
+    def settled(self) -> bool:
+        """Wait until the task is on disk; False if writing it failed."""
+        self.durable.wait()
+        return not self.lost
 
 
 class TaskRunner:
@@ -98,26 +120,35 @@ class TaskRunner:
         task_ttl_seconds: float,
         expiry_interval_seconds: float,
         retry_after_seconds: int = 1,
+        document_cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
-        self._renderers: dict[str, list[tuple[str, Renderer]]] = {}
         self.workers = workers
         self.queue_capacity = queue_capacity
         self.task_ttl_seconds = task_ttl_seconds
         self.expiry_interval_seconds = expiry_interval_seconds
         self.retry_after_seconds = retry_after_seconds
+        self._renderers: dict[str, list[tuple[str, Renderer]]] = {}
         self._queue: collections.deque[str] = collections.deque()
-        self._reserved = 0
         self._condition = threading.Condition()
-        self._inputs: dict[str, Mapping[str, npt.NDArray[Any]]] = {}
+        self._fresh: dict[str, _Fresh] = {}
         self._running: dict[str, threading.Event] = {}
+        self._documents = _DocumentCache(document_cache_bytes)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def add_renderer(self, kind: str, name: str, renderer: Renderer) -> None:
-        """Store `renderer(record, outcome)` as document `name` with every done task of `kind`."""
+        """Render document `name` of every task of `kind` when it is done, and keep it in memory
+        (see `document`)."""
         self._renderers.setdefault(kind, []).append((name, renderer))
+
+    def document(self, task_id: str, name: str) -> bytes | None:
+        """A rendered document of a done task, if still in memory."""
+        return self._documents.get((task_id, name))
+
+    def keep_document(self, task_id: str, name: str, content: bytes) -> None:
+        self._documents.put((task_id, name), content)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -137,7 +168,8 @@ class TaskRunner:
         self._stopping.set()
         with self._condition:
             self._condition.notify_all()
-        for event in list(self._running.values()):
+            running = list(self._running.values())
+        for event in running:
             event.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
@@ -177,34 +209,53 @@ class TaskRunner:
         request_id: str | None = None,
         correlation_id: str | None = None,
     ) -> TaskRecord:
-        """Persist and queue a task; raises QueueFull without persisting anything."""
+        """Persist and queue a task; the returned task is on disk. Raises QueueFull (and
+        persists nothing) when the queue is full."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for task kind {kind!r}")
+        now = time.time()
+        record = TaskRecord(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            state=TaskState.PENDING,
+            created=now,
+            updated=now,
+            finished=None,
+            attempts=0,
+            params=params,
+            result=None,
+            error=None,
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+        fresh = _Fresh(record, arrays or {}, needs_files=bool(files))
         with self._condition:
-            if len(self._queue) + self._reserved >= self.queue_capacity:
+            if len(self._queue) >= self.queue_capacity:
                 raise QueueFull(self.queue_capacity, self.retry_after_seconds)
-            self._reserved += 1
+            self._queue.append(record.id)
+            self._fresh[record.id] = fresh
+            self._condition.notify()
         try:
-            record = self.store.create(
+            stored = self.store.create(
                 kind,
                 params,
+                task_id=record.id,
                 arrays=arrays,
                 files=files,
                 request_id=request_id,
                 correlation_id=correlation_id,
             )
         except BaseException:
+            fresh.lost = True
             with self._condition:
-                self._reserved -= 1
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(record.id)
+                self._fresh.pop(record.id, None)
+            fresh.durable.set()
             raise
-        with self._condition:
-            self._reserved -= 1
-            if arrays:
-                self._inputs[record.id] = arrays
-            self._queue.append(record.id)
-            self._condition.notify()
+        fresh.durable.set()
         log.info("accepted %s task %s", kind, record.id)
-        return record
+        return stored
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The task, or None when unknown or expired (an expired task is deleted on sight)."""
@@ -212,7 +263,7 @@ class TaskRunner:
         if record is None:
             return None
         if record.finished is not None and record.finished + self.task_ttl_seconds < time.time():
-            self.store.delete(task_id)
+            self._delete(task_id)
             return None
         return record
 
@@ -221,11 +272,11 @@ class TaskRunner:
         with self._condition:
             with contextlib.suppress(ValueError):
                 self._queue.remove(task_id)
-            self._inputs.pop(task_id, None)
+            self._fresh.pop(task_id, None)
             running = self._running.get(task_id)
         if running is not None:
             running.set()
-        return self.store.delete(task_id)
+        return self._delete(task_id)
 
     def queue_length(self) -> int:
         with self._condition:
@@ -234,6 +285,10 @@ class TaskRunner:
     def running_count(self) -> int:
         with self._condition:
             return len(self._running)
+
+    def _delete(self, task_id: str) -> bool:
+        self._documents.drop_task(task_id)
+        return self.store.delete(task_id)
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -256,20 +311,36 @@ class TaskRunner:
             finally:
                 with self._condition:
                     self._running.pop(task_id, None)
-                    self._inputs.pop(task_id, None)
 
-    def _run(self, task_id: str) -> None:
+    def _start(self, task_id: str) -> tuple[TaskContext, _Fresh | None] | None:
+        """The task's context, and its in-memory form if it was submitted by this process;
+        None if it is gone (cancelled while it waited)."""
+        with self._condition:
+            fresh = self._fresh.pop(task_id, None)
+            cancelled = self._running[task_id]
+        if fresh is not None:
+            if fresh.needs_files and not fresh.settled():
+                return None
+            if fresh.durable.is_set() and not self.store.mark_running(task_id):
+                return None
+            # Not yet on disk: work on the in-memory inputs now, record the result once the
+            # task exists (the row then goes from pending straight to done).
+            return TaskContext(fresh.record, self.store, fresh.arrays, cancelled), fresh
         if not self.store.mark_running(task_id):
-            return  # cancelled while it waited
+            return None
         record = self.store.get(task_id)
         if record is None:
+            return None
+        return TaskContext(record, self.store, None, cancelled), None
+
+    def _run(self, task_id: str) -> None:
+        started = self._start(task_id)
+        if started is None:
             return
-        with self._condition:
-            cancelled = self._running[task_id]
-            arrays = self._inputs.pop(task_id, None)
-        context = TaskContext(record, self.store, arrays, cancelled)
+        context, fresh = started
+        record = context.record
         with request_ids(record.request_id, record.correlation_id):
-            started = time.perf_counter()
+            began = time.perf_counter()
             try:
                 outcome = self.handlers[record.kind](context)
                 documents = {
@@ -278,31 +349,37 @@ class TaskRunner:
                 }
             except TaskRejected as rejection:
                 log.info("task %s rejected: %s", task_id, rejection.message)
-                self.store.mark_finished_with_error(
-                    task_id,
-                    TaskState.REJECTED,
-                    {
-                        "type": "task.validation-error",
-                        "message": rejection.message,
-                        "detail": rejection.detail,
-                    },
-                )
+                if fresh is None or fresh.settled():
+                    self.store.mark_finished_with_error(
+                        task_id,
+                        TaskState.REJECTED,
+                        {
+                            "type": "task.validation-error",
+                            "message": rejection.message,
+                            "detail": rejection.detail,
+                        },
+                    )
                 return
             except Exception as error:
-                if cancelled.is_set():
+                if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
                     return
                 log.error("task %s failed: %s\n%s", task_id, error, traceback.format_exc().rstrip())
-                self.store.mark_finished_with_error(
-                    task_id,
-                    TaskState.FAILED,
-                    _internal_error(f"processing failed: {type(error).__name__}: {error}"),
-                )
+                if fresh is None or fresh.settled():
+                    self.store.mark_finished_with_error(
+                        task_id,
+                        TaskState.FAILED,
+                        _internal_error(f"processing failed: {type(error).__name__}: {error}"),
+                    )
                 return
-            if cancelled.is_set():
+            if fresh is not None and not fresh.settled():
                 return
-            if self.store.mark_done(task_id, outcome.result, outcome.arrays, documents):
-                log.info("task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - started))
+            if context.should_stop():
+                return
+            if self.store.mark_done(task_id, outcome.result, outcome.arrays):
+                for name, content in documents.items():
+                    self._documents.put((task_id, name), content)
+                log.info("task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - began))
 
     def _sweep(self) -> None:
         while not self._stopping.wait(self.expiry_interval_seconds):
@@ -314,10 +391,49 @@ class TaskRunner:
     def expire_now(self) -> int:
         expired = self.store.expired_ids(time.time() - self.task_ttl_seconds)
         for task_id in expired:
-            self.store.delete(task_id)
+            self._delete(task_id)
         if expired:
             log.info("deleted %d expired tasks", len(expired))
         return len(expired)
+
+
+class _DocumentCache:
+    """Recently rendered documents, least recently used dropped first beyond a byte budget.
+
+    Rendered forms are derived from the durable result arrays and can be rendered again, so
+    they live in memory rather than costing a second disk write per task.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._size = 0
+        self._entries: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        with self._lock:
+            content = self._entries.get(key)
+            if content is not None:
+                self._entries.move_to_end(key)
+            return content
+
+    def put(self, key: tuple[str, str], content: bytes) -> None:
+        if len(content) > self._budget:
+            return
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._size -= len(previous)
+            self._entries[key] = content
+            self._size += len(content)
+            while self._size > self._budget:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)
+
+    def drop_task(self, task_id: str) -> None:
+        with self._lock:
+            for key in [key for key in self._entries if key[0] == task_id]:
+                self._size -= len(self._entries.pop(key))
 
 
 def _internal_error(message: str) -> JsonObject:

@@ -125,13 +125,14 @@ class TaskStore:
         kind: str,
         params: JsonObject,
         *,
+        task_id: str | None = None,
         arrays: Mapping[str, npt.NDArray[Any]] | None = None,
         files: Mapping[str, Path] | None = None,
         request_id: str | None = None,
         correlation_id: str | None = None,
     ) -> TaskRecord:
         """Persist a new pending task: its input files first, then its row."""
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         folder = self.task_dir(task_id)
         folder.mkdir()
         try:
@@ -188,13 +189,6 @@ class TaskStore:
     def result_array_path(self, task_id: str, name: str) -> Path:
         return self.task_dir(task_id) / f"out.{name}.npy"
 
-    def result_document(self, task_id: str, name: str) -> bytes | None:
-        """A rendered form of the result stored with it, or None if none was stored."""
-        try:
-            return (self.task_dir(task_id) / f"out.{name}").read_bytes()
-        except FileNotFoundError:
-            return None
-
     def mark_running(self, task_id: str) -> bool:
         """Move a pending task to running; False if it is gone (cancelled meanwhile)."""
         with self._transaction() as db:
@@ -210,7 +204,6 @@ class TaskStore:
         task_id: str,
         result: JsonObject,
         arrays: Mapping[str, npt.NDArray[Any]] | None = None,
-        documents: Mapping[str, bytes] | None = None,
     ) -> bool:
         """Store the result files, then flip the row to done; False if the task is gone."""
         folder = self.task_dir(task_id)
@@ -219,8 +212,6 @@ class TaskStore:
         try:
             for name, array in (arrays or {}).items():
                 self._write_array(folder / f"out.{name}.npy", array)
-            for name, content in (documents or {}).items():
-                self._write_bytes(folder / f"out.{name}", content)
         except FileNotFoundError:
             return False  # the task was deleted while its result was being written
         return self._finish(task_id, TaskState.DONE, result=result)
@@ -314,15 +305,6 @@ class TaskStore:
         partial = path.with_name(path.name + ".partial")
         with partial.open("wb") as stream:
             np.save(stream, array, allow_pickle=False)
-            if self._fsync:
-                stream.flush()
-                os.fsync(stream.fileno())
-        os.replace(partial, path)
-
-    def _write_bytes(self, path: Path, content: bytes) -> None:
-        partial = path.with_name(path.name + ".partial")
-        with partial.open("wb") as stream:
-            stream.write(content)
             if self._fsync:
                 stream.flush()
                 os.fsync(stream.fileno())
