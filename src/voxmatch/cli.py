@@ -64,9 +64,25 @@ def serve(
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any setting as NAME=VALUE (repeatable), e.g. --set max_matrix_size=2000000;"
+            " see docs/configuration.md.",
+        ),
+    ] = None,
 ) -> None:
     """Start the server (REST and gRPC) on the embedded defaults unless told otherwise."""
-    settings = _settings(config, host=host, port=port, grpc_port=grpc_port, data_dir=data_dir)
+    overrides: dict[str, object] = {}
+    for assignment in assignments or []:
+        name, separator, value = assignment.partition("=")
+        if not separator or not name.strip():
+            _fail(f"--set takes NAME=VALUE, got {assignment!r}", code=2)
+        overrides[name.strip()] = value
+    flags = {"host": host, "port": port, "grpc_port": grpc_port, "data_dir": data_dir}
+    overrides.update({name: value for name, value in flags.items() if value is not None})
+    settings = _settings(config, **overrides)
     from voxmatch.server import serve as run_server
 
     try:
