@@ -13,8 +13,9 @@ HEADER = """# Configuration
 
 Every setting has an embedded default, so `voxmatch serve` needs no configuration. Each can be
 set, from lowest to highest priority, in a TOML file (`--config FILE` or `VOXMATCH_CONFIG`),
-by an environment variable `VOXMATCH_<NAME>` (upper case), or, for the few that have one, by a
-command-line flag (`--host`, `--port`, `--grpc-port`, `--data-dir`).
+by an environment variable `VOXMATCH_<NAME>` (upper case), or on the command line:
+`voxmatch serve --set NAME=VALUE` for any of them, and `--host`, `--port`, `--grpc-port`,
+`--data-dir` for the most used.
 
 ```toml
 # voxmatch.toml
