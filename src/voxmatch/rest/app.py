@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from voxmatch._version import __version__
 from voxmatch.config import Settings
-from voxmatch.rest import comparison, extraction, system
+from voxmatch.rest import comparison, conversion, extraction, merging, system
 from voxmatch.rest.errors import install_error_handlers
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from voxmatch.tasks import TaskRunner
@@ -31,6 +31,8 @@ def create_app(settings: Settings, runner: TaskRunner) -> FastAPI:
     install_error_handlers(app)
     app.include_router(comparison.comparison_router(settings, runner))
     app.include_router(extraction.extraction_router(runner))
+    app.include_router(conversion.conversion_router(settings, runner))
+    app.include_router(merging.merging_router(settings, runner))
     app.include_router(system.router)
 
     def limit_for_path(path: str) -> int:

@@ -7,6 +7,7 @@ from voxmatch.models.registry import describe
 from voxmatch.scoring import score_matrix
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome
+from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
 
 COMPARISON = "comparison"
 
@@ -37,4 +38,5 @@ def build_handlers(
     return {
         COMPARISON: comparison_handler(memory_budget),
         EXTRACTION: extraction_handler(extractor, max_audio_seconds),
+        **voiceprint_handlers(),
     }

@@ -1,0 +1,115 @@
+"""SPE4 voiceprint conversion: POST a list of voiceprints, poll for their vector voiceprints.
+
+The result is `{"vector_voiceprints": [[...], [...], ...]}`: one list of floats per input
+voiceprint, in input order, named as the gRPC ConvertResponse names them (the SPE4 REST
+reference describes the result as a list of vectors but its JSON key is not published). A
+voiceprint made from no speech gives `[]`, as the gRPC API documents. See voxmatch.vectors for
+what the vectors mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from voxmatch.config import Settings
+from voxmatch.logs import correlation_id_var, request_id_var
+from voxmatch.rest.comparison import check_list_length
+from voxmatch.rest.errors import invalid_json, schema_error, voiceprint_error
+from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
+from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks.voiceprint_jobs import CONVERSION
+from voxmatch.vectors import vector_rows
+from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError, decode_base64_batch
+
+TECHNOLOGY = "speaker-identification-voiceprint-conversion"
+
+
+class VoiceprintsRequest(BaseModel):
+    """Documents the body in the OpenAPI document; requests are decoded with msgspec."""
+
+    voiceprints: list[str] = Field(
+        min_length=1, description="Base64 voiceprints, all made by the same model."
+    )
+
+
+class _VoiceprintsBody(msgspec.Struct):
+    voiceprints: list[str]
+
+
+_decoder = msgspec.json.Decoder(_VoiceprintsBody)
+
+
+def decode_voiceprints_body(body: bytes, max_list_length: int) -> VoiceprintBatch:
+    """Parse `{"voiceprints": [...]}` and decode every voiceprint; raise ApiError (400/422)."""
+    try:
+        parsed = _decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise schema_error(error) from None
+    except msgspec.DecodeError as error:
+        raise invalid_json(error) from None
+    check_list_length("voiceprints", parsed.voiceprints, max_list_length)
+    try:
+        return decode_base64_batch(parsed.voiceprints)
+    except VoiceprintError as error:
+        raise voiceprint_error(error, "voiceprints") from None
+
+
+def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    return {"vector_voiceprints": vector_rows(arrays["vectors"])}
+
+
+def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+    router = APIRouter(tags=["Voiceprint conversion"])
+
+    def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
+        batch = decode_voiceprints_body(body, settings.max_list_length)
+        return submit_or_429(
+            runner,
+            CONVERSION,
+            params={"model": batch.model},
+            arrays={"embeddings": batch.embeddings},
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+
+    @router.post(
+        f"/api/technology/{TECHNOLOGY}",
+        status_code=202,
+        response_model=TaskAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Start a voiceprint conversion",
+        description=(
+            "Convert 1 to `max_list_length` base64 voiceprints of one model to vector"
+            " voiceprints for vector databases. The result is"
+            ' `{"vector_voiceprints": [[float, ...], ...]}`, one unit-length vector per'
+            " voiceprint in input order (the model's embedding size, 192 for the default"
+            " model); the dot product of two vectors orders pairs exactly as their comparison"
+            " score does. A voiceprint of no speech gives `[]`. A bad voiceprint is a 422"
+            " naming its index."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": VoiceprintsRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def start_conversion(request: Request) -> Response:
+        body = await request.body()
+        record = await run_in_threadpool(
+            accept, body, request_id_var.get(), correlation_id_var.get()
+        )
+        return accepted(TECHNOLOGY, record, runner)
+
+    add_task_routes(router, runner, TECHNOLOGY, CONVERSION, render_result, npy_array="vectors")
+    return router

@@ -1,0 +1,83 @@
+"""Voiceprint merging over REST (a voxmatch addition: SPE4 has it in gRPC only).
+
+POST `{"voiceprints": [...]}` (voiceprints of one speaker and one model), poll for
+`{"voiceprint": base64, "speech_length": seconds, "model": name}`: the speech-length-weighted
+merge of voxmatch.merging, the same as gRPC VoiceprintMerging.Merge gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from voxmatch.config import Settings
+from voxmatch.logs import correlation_id_var, request_id_var
+from voxmatch.rest.conversion import VoiceprintsRequest, decode_voiceprints_body
+from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
+from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks.voiceprint_jobs import MERGING
+
+TECHNOLOGY = "speaker-identification-voiceprint-merging"
+
+
+def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    return {
+        "voiceprint": result["voiceprint"],
+        "speech_length": result["speech_length"],
+        "model": result["model"],
+    }
+
+
+def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+    router = APIRouter(tags=["Voiceprint merging (voxmatch addition)"])
+
+    def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
+        batch = decode_voiceprints_body(body, settings.max_list_length)
+        return submit_or_429(
+            runner,
+            MERGING,
+            params={"model": batch.model},
+            arrays={"embeddings": batch.embeddings, "speech_lengths": batch.speech_lengths},
+            request_id=request_id,
+            correlation_id=correlation_id,
+        )
+
+    @router.post(
+        f"/api/technology/{TECHNOLOGY}",
+        status_code=202,
+        response_model=TaskAccepted,
+        responses=ERROR_RESPONSES,
+        summary="Start a voiceprint merge (voxmatch addition)",
+        description=(
+            "Not part of SPE4's REST API (Phonexia offers merging over gRPC only). Merge 1 to"
+            " `max_list_length` base64 voiceprints of one speaker and one model into one: the"
+            " speech-length-weighted mean of their embeddings, close to the voiceprint of the"
+            " concatenated audio. The result is"
+            ' `{"voiceprint": base64, "speech_length": seconds, "model": name}`, where'
+            " speech_length is the sum of the inputs'. Voiceprints of no speech weigh nothing;"
+            " if all are empty, so is the result. A bad voiceprint, or voiceprints of different"
+            " models, is a 422 naming the index."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": VoiceprintsRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def start_merging(request: Request) -> Response:
+        body = await request.body()
+        record = await run_in_threadpool(
+            accept, body, request_id_var.get(), correlation_id_var.get()
+        )
+        return accepted(TECHNOLOGY, record, runner)
+
+    add_task_routes(router, runner, TECHNOLOGY, MERGING, render_result)
+    return router
