@@ -146,9 +146,12 @@ def test_other_formats_and_rates_give_close_voiceprints(server: RunningServer) -
 
 def test_silence_gives_an_empty_voiceprint_that_scores_zero(server: RunningServer) -> None:
     client = server.client()
-    body = extract(client, wav_bytes(np.zeros(16000 * 5, dtype=np.float32)))
+    body = extract(
+        client, wav_bytes(np.zeros(16000 * 5, dtype=np.float32)), include_vector_voiceprint="true"
+    )
     (channel,) = body["result"]["channels"]
     assert channel["speech_length"] == 0
+    assert channel["vector_voiceprint"] == [], "no speech: an empty vector, as gRPC gives"
     empty = Voiceprint.from_base64(channel["voiceprint"])
     assert not empty.embedding.any()
     speech = voiceprints_of(extract(client, wav_bytes(speech_clip("MEE009", "dev00"))))[0]

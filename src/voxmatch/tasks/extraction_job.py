@@ -7,7 +7,7 @@ from typing import Any
 from voxmatch.audio import AudioError, decode
 from voxmatch.extraction import SharedExtractor
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
-from voxmatch.vectors import vector_voiceprints
+from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
 EXTRACTION = "extraction"
@@ -31,7 +31,7 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
             ) from None
         voiceprints = [result.extraction.voiceprint for result in results]
         vectors = (
-            vector_voiceprints(VoiceprintBatch.of(voiceprints))
+            vector_rows(vector_voiceprints(VoiceprintBatch.of(voiceprints)))
             if params["include_vector_voiceprint"]
             else None
         )
