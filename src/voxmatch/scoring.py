@@ -30,11 +30,24 @@ class ScoringStopped(RuntimeError):
 def unit_rows(embeddings: npt.ArrayLike) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
     """L2-normalised float32 copy of the rows, and which rows are empty (zero vectors)."""
     matrix = np.array(embeddings, dtype=np.float32, copy=True, ndmin=2)
-    norms = np.linalg.norm(matrix, axis=1)
-    empty = norms == 0
-    norms[empty] = 1
-    matrix /= norms[:, np.newaxis]
+    inverse, empty = _inverse_norms(matrix)
+    matrix *= inverse[:, np.newaxis]
     return matrix, empty
+
+
+def _inverse_norms(
+    matrix: FloatMatrix,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """1 / L2 norm of each row (0 for an empty row), and which rows are empty."""
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix, dtype=np.float32))
+    empty = norms == 0
+    norms[empty] = np.inf
+    return np.reciprocal(norms), empty
+
+
+def _as_matrix(embeddings: npt.ArrayLike) -> FloatMatrix:
+    matrix: FloatMatrix = np.asarray(embeddings, dtype=np.float32)
+    return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
 def _rows_per_block(columns: int, memory_budget: int) -> int:
@@ -52,17 +65,20 @@ def iter_score_blocks(
 
     The yielded block is a reused buffer: copy it if it must outlive the next iteration.
     """
-    row_units, row_empty = unit_rows(rows)
-    column_units, column_empty = unit_rows(columns)
-    block_rows = min(len(row_units), _rows_per_block(len(column_units), memory_budget))
-    buffer = np.empty((block_rows, len(column_units)), dtype=np.float32)
-    for start in range(0, len(row_units), block_rows):
-        stop = min(start + block_rows, len(row_units))
+    row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
+    row_inverse, row_empty = _inverse_norms(row_matrix)
+    column_inverse, column_empty = _inverse_norms(column_matrix)
+    block_rows = min(len(row_matrix), _rows_per_block(len(column_matrix), memory_budget))
+    buffer = np.empty((block_rows, len(column_matrix)), dtype=np.float32)
+    for start in range(0, len(row_matrix), block_rows):
+        stop = min(start + block_rows, len(row_matrix))
         block = buffer[: stop - start]
         _score_block(
-            row_units[start:stop],
+            row_matrix[start:stop],
+            row_inverse[start:stop],
             row_empty[start:stop],
-            column_units,
+            column_matrix,
+            column_inverse,
             column_empty,
             calibration,
             block,
@@ -79,18 +95,21 @@ def score_matrix(
     should_stop: Callable[[], bool] | None = None,
 ) -> FloatMatrix:
     """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns))."""
-    row_units, row_empty = unit_rows(rows)
-    column_units, column_empty = unit_rows(columns)
-    scores = np.empty((len(row_units), len(column_units)), dtype=np.float32)
-    block_rows = _rows_per_block(len(column_units), memory_budget)
-    for start in range(0, len(row_units), block_rows):
+    row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
+    row_inverse, row_empty = _inverse_norms(row_matrix)
+    column_inverse, column_empty = _inverse_norms(column_matrix)
+    scores = np.empty((len(row_matrix), len(column_matrix)), dtype=np.float32)
+    block_rows = _rows_per_block(len(column_matrix), memory_budget)
+    for start in range(0, len(row_matrix), block_rows):
         if should_stop is not None and should_stop():
             raise ScoringStopped("scoring stopped on request")
-        stop = min(start + block_rows, len(row_units))
+        stop = min(start + block_rows, len(row_matrix))
         _score_block(
-            row_units[start:stop],
+            row_matrix[start:stop],
+            row_inverse[start:stop],
             row_empty[start:stop],
-            column_units,
+            column_matrix,
+            column_inverse,
             column_empty,
             calibration,
             scores[start:stop],
@@ -99,15 +118,20 @@ def score_matrix(
 
 
 def _score_block(
-    row_units: FloatMatrix,
+    rows: FloatMatrix,
+    row_inverse: npt.NDArray[np.float32],
     row_empty: npt.NDArray[np.bool_],
-    column_units: FloatMatrix,
+    columns: FloatMatrix,
+    column_inverse: npt.NDArray[np.float32],
     column_empty: npt.NDArray[np.bool_],
     calibration: Calibration,
     out: FloatMatrix,
 ) -> None:
-    np.matmul(row_units, column_units.T, out=out)
-    out *= np.float32(calibration.scale)
+    # Raw dot products scaled by the inverse norms afterwards: normalising the inputs first
+    # would copy them, and one side may be 50,000 embeddings.
+    np.matmul(rows, columns.T, out=out)
+    out *= (row_inverse * np.float32(calibration.scale))[:, np.newaxis]
+    out *= column_inverse[np.newaxis, :]
     out += np.float32(calibration.offset)
     if column_empty.any():
         out[:, column_empty] = 0.0

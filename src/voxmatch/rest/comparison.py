@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +29,8 @@ from voxmatch.tasks.store import JsonObject
 from voxmatch.voiceprint import VoiceprintError, decode_base64_batch
 
 TECHNOLOGY = "speaker-identification-voiceprint-comparison"
+
+log = logging.getLogger("voxmatch.rest")
 
 
 class _ComparisonBody(msgspec.Struct):
@@ -62,6 +66,7 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
     router = APIRouter(tags=["Voiceprint comparison"])
 
     def accept(body: bytes, runner: TaskRunner, request_id: str, correlation_id: str) -> TaskRecord:
+        started = time.perf_counter()
         try:
             parsed = _decoder.decode(body)
         except msgspec.ValidationError as error:
@@ -90,7 +95,8 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
         except VoiceprintError as error:
             raise voiceprint_error(error, "voiceprints_b") from None
         del list_a, list_b
-        return submit_or_429(
+        decoded = time.perf_counter()
+        record = submit_or_429(
             runner,
             COMPARISON,
             params={"model": batch_a.model},
@@ -98,6 +104,14 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             request_id=request_id,
             correlation_id=correlation_id,
         )
+        log.debug(
+            "comparison %d x %d: decoded in %.1f ms, stored in %.1f ms",
+            len(batch_a),
+            len(batch_b),
+            1000 * (decoded - started),
+            1000 * (time.perf_counter() - decoded),
+        )
+        return record
 
     @router.post(
         f"/api/technology/{TECHNOLOGY}",
@@ -122,7 +136,11 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
         },
     )
     async def start_comparison(request: Request) -> Response:
+        receiving = time.perf_counter()
         body = await request.body()
+        log.debug(
+            "received %d bytes in %.1f ms", len(body), 1000 * (time.perf_counter() - receiving)
+        )
         record = await run_in_threadpool(
             accept, body, runner, request_id_var.get(), correlation_id_var.get()
         )

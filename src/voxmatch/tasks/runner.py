@@ -16,6 +16,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ class TaskRunner:
         self._fresh: dict[str, _Fresh] = {}
         self._running: dict[str, threading.Event] = {}
         self._documents = _DocumentCache(document_cache_bytes)
+        self._writer = ThreadPoolExecutor(workers, "voxmatch-result-writer")
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -175,6 +177,7 @@ class TaskRunner:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        self._writer.shutdown(wait=False, cancel_futures=True)
 
     def _recover(self) -> None:
         removed = self.store.remove_orphan_folders()
@@ -341,8 +344,12 @@ class TaskRunner:
         record = context.record
         with request_ids(record.request_id, record.correlation_id):
             began = time.perf_counter()
+            written: Future[bool] | None = None
             try:
                 outcome = self.handlers[record.kind](context)
+                if outcome.arrays:
+                    # The disk write releases the GIL, rendering holds it: do both at once.
+                    written = self._writer.submit(self._write_results, task_id, fresh, outcome)
                 documents = {
                     name: render(record, outcome)
                     for name, render in self._renderers.get(record.kind, [])
@@ -374,12 +381,19 @@ class TaskRunner:
                 return
             if fresh is not None and not fresh.settled():
                 return
+            if written is not None and not written.result():
+                return
             if context.should_stop():
                 return
-            if self.store.mark_done(task_id, outcome.result, outcome.arrays):
+            if self.store.mark_done(task_id, outcome.result):
                 for name, content in documents.items():
                     self._documents.put((task_id, name), content)
                 log.info("task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - began))
+
+    def _write_results(self, task_id: str, fresh: _Fresh | None, outcome: TaskOutcome) -> bool:
+        if fresh is not None and not fresh.settled():
+            return False
+        return self.store.write_result_arrays(task_id, outcome.arrays)
 
     def _sweep(self) -> None:
         while not self._stopping.wait(self.expiry_interval_seconds):

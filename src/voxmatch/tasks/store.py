@@ -199,21 +199,26 @@ class TaskStore:
             )
             return cursor.rowcount == 1
 
+    def write_result_arrays(self, task_id: str, arrays: Mapping[str, npt.NDArray[Any]]) -> bool:
+        """Write a task's result arrays (before `mark_done`); False if the task is gone."""
+        folder = self.task_dir(task_id)
+        try:
+            for name, array in arrays.items():
+                self._write_array(folder / f"out.{name}.npy", array)
+        except FileNotFoundError:
+            return False  # the task was deleted while its result was being written
+        return True
+
     def mark_done(
         self,
         task_id: str,
         result: JsonObject,
         arrays: Mapping[str, npt.NDArray[Any]] | None = None,
     ) -> bool:
-        """Store the result files, then flip the row to done; False if the task is gone."""
-        folder = self.task_dir(task_id)
-        if not folder.is_dir():
+        """Store the result arrays (if not written already), then flip the row to done; False
+        if the task is gone."""
+        if arrays and not self.write_result_arrays(task_id, arrays):
             return False
-        try:
-            for name, array in (arrays or {}).items():
-                self._write_array(folder / f"out.{name}.npy", array)
-        except FileNotFoundError:
-            return False  # the task was deleted while its result was being written
         return self._finish(task_id, TaskState.DONE, result=result)
 
     def mark_finished_with_error(self, task_id: str, state: TaskState, error: JsonObject) -> bool:
