@@ -77,7 +77,7 @@ def campplus_metadata(source_sha256: str, *, embedding_dim: int) -> dict[str, st
 
 
 class _Graph:
-    """Accumulates nodes and initializers, and checks every weight is used exactly once."""
+    """Accumulates nodes and initializers, and keeps track of the weights not used yet."""
 
     def __init__(self, weights: Weights) -> None:
         self._weights = weights

@@ -51,7 +51,7 @@ class SpeakerModelError(RuntimeError):
 
 class SpeakerModel:
     """An ONNX speaker-embedding network with its front end. Safe to share between threads:
-    onnxruntime serialises nothing but allows concurrent `run` calls on one session."""
+    onnxruntime allows concurrent `run` calls on one session."""
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class SpeakerModel:
 def session_options(threads: int) -> ort.SessionOptions:
     """Options for one inference session: `threads` intra-op threads, nodes run one after
     another (the graphs are chains, so inter-op parallelism would only add threads), all graph
-    optimisations on."""
+    optimisations on, no memory arena."""
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
     options = ort.SessionOptions()
@@ -144,6 +144,10 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The arena keeps the peak of the longest utterance ever seen (about 0.8 GB after 5 min of
+    # audio) for the life of the process; without it that memory goes back after the call, and
+    # 10 s embeddings measured no slower.
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3
     return options
 
