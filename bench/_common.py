@@ -51,8 +51,9 @@ def random_voiceprints(count: int, seed: int) -> list[str]:
 
 
 @contextmanager
-def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start `voxmatch serve` on a free port in a fresh data folder; yield its base URL."""
+def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Start `voxmatch serve` on free ports in a fresh data folder; yield its endpoints
+    (`rest`: the base URL, `grpc`: host:port)."""
     with tempfile.TemporaryDirectory(prefix="voxmatch-bench-") as data_dir:
         process = subprocess.Popen(
             [
@@ -77,7 +78,7 @@ def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Itera
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the server did not start")
                 time.sleep(0.05)
-            yield str(json.loads(endpoints.read_text())["rest"])
+            yield dict(json.loads(endpoints.read_text()))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(30)

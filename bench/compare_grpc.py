@@ -15,17 +15,8 @@ the target is <= 2.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import zip_longest
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -39,34 +30,12 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
     speaker_identification_pb2_grpc as sid_grpc,
 )
 
-from bench._common import measure, random_voiceprints
+from bench._common import measure, random_voiceprints, running_server
 from bench.compare_rest import floor
 from voxmatch._malloc import retain_freed_memory
 
 SHAPES = [(1000, 1000), (50_000, 20)]
 BATCH = 1024
-
-
-@contextmanager
-def grpc_server() -> Iterator[str]:
-    """`voxmatch serve` on free ports in a fresh data folder; yield its gRPC address."""
-    with tempfile.TemporaryDirectory(prefix="voxmatch-bench-") as data_dir:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "voxmatch", "serve", "--port", "0", "--grpc-port", "0",
-             "--data-dir", data_dir],
-            env={**os.environ, "VOXMATCH_LOG_LEVEL": "warning"},
-        )  # fmt: skip
-        endpoints = Path(data_dir) / "endpoints.json"
-        try:
-            deadline = time.monotonic() + 120
-            while not endpoints.exists():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.05)
-            yield str(json.loads(endpoints.read_text())["grpc"])
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
 
 
 def requests(list_a: list[bytes], list_b: list[bytes]) -> list[sid.CompareRequest]:
@@ -106,7 +75,7 @@ def main() -> int:
     retain_freed_memory()
 
     ratios = {}
-    with grpc_server() as address, grpc.insecure_channel(address) as channel:
+    with running_server() as endpoints, grpc.insecure_channel(endpoints["grpc"]) as channel:
         stub = sid_grpc.VoiceprintComparisonStub(channel)
         for count_a, count_b in SHAPES:
             text_a = random_voiceprints(count_a, seed=1)

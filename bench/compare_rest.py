@@ -108,8 +108,8 @@ def main() -> int:
         )
 
     ratios = {}
-    with running_server() as base_url:
-        client = Client(base_url)
+    with running_server() as endpoints:
+        client = Client(endpoints["rest"])
         for shape, body in bodies.items():
             floor_time = measure(lambda body=body: floor(body), args.repeats)
             e2e_time = measure(lambda body=body: end_to_end(client, body), args.repeats)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import soundfile as sf
 
-from _helpers import model_env, speech_clip
+from _helpers import model_env, speech_clip, start_server
 from voxmatch import Voiceprint
 
 
@@ -147,38 +145,14 @@ def test_bad_settings_exit_2_with_the_setting_named(tmp_path: Path) -> None:
 
 
 def test_any_setting_can_be_given_as_a_flag(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voxmatch",
-            "serve",
-            "--port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--data-dir",
-            "data",
-            "--set",
-            "queue_capacity=17",
-            "--set",
-            "max_list_length=9",
-        ],
-        cwd=tmp_path,
+    server = start_server(
+        tmp_path / "data", None, "--set", "queue_capacity=17", "--set", "max_list_length=9"
     )
     try:
-        endpoints = tmp_path / "data" / "endpoints.json"
-        deadline = time.monotonic() + 60
-        while not endpoints.exists():
-            assert process.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        base = json.loads(endpoints.read_text())["rest"]
-        status = httpx.get(base + "/api/system/status").json()
+        status = httpx.get(server.base_url + "/api/system/status").json()
         assert status["queue"]["capacity"] == 17
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        server.stop()
     bad = voxmatch("serve", "--set", "no_equals_sign", cwd=tmp_path)
     assert bad.returncode == 2
     assert "NAME=VALUE" in bad.stderr

@@ -39,8 +39,8 @@ def test_blocked_product_equals_one_block_for_any_budget() -> None:
     rows = rng.standard_normal((1000, 192)).astype(np.float32)
     columns = rng.standard_normal((300, 192)).astype(np.float32)
     whole = score_matrix(rows, columns, CALIBRATION, memory_budget=1 << 30)
-    # 300 columns x 4 bytes x 7 rows: a budget that splits the rows into uneven blocks.
-    small = score_matrix(rows, columns, CALIBRATION, memory_budget=300 * 4 * 7)
+    # 300 columns x 8 bytes x 7 rows: a budget that splits the rows into uneven blocks.
+    small = score_matrix(rows, columns, CALIBRATION, memory_budget=300 * 8 * 7)
     np.testing.assert_array_equal(whole, small)
 
 

@@ -51,7 +51,8 @@ def _as_matrix(embeddings: npt.ArrayLike) -> FloatMatrix:
 
 
 def _rows_per_block(columns: int, memory_budget: int) -> int:
-    return max(1, memory_budget // max(1, columns * 4))
+    # Each block row needs its scores and its scaling factors: 8 bytes per column.
+    return max(1, memory_budget // max(1, columns * 8))
 
 
 def iter_score_blocks(
@@ -128,10 +129,13 @@ def _score_block(
     out: FloatMatrix,
 ) -> None:
     # Raw dot products scaled by the inverse norms afterwards: normalising the inputs first
-    # would copy them, and one side may be 50,000 embeddings.
+    # would copy them, and one side may be 50,000 embeddings. The two inverse norms are
+    # multiplied together before they touch the dot product, so that a pair scores the same
+    # bits whichever side it is on (REST and gRPC lay the matrix out transposed).
     np.matmul(rows, columns.T, out=out)
-    out *= (row_inverse * np.float32(calibration.scale))[:, np.newaxis]
-    out *= column_inverse[np.newaxis, :]
+    factors = np.multiply.outer(row_inverse, column_inverse)
+    factors *= np.float32(calibration.scale)
+    out *= factors
     out += np.float32(calibration.offset)
     if column_empty.any():
         out[:, column_empty] = 0.0

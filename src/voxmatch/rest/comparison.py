@@ -9,20 +9,17 @@ from typing import Any
 
 import msgspec
 import numpy.typing as npt
-from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from fastapi import APIRouter
 
 from voxmatch.config import Settings
-from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.errors import (
     invalid_json,
     schema_error,
     validation_error,
     voiceprint_error,
 )
-from voxmatch.rest.schemas import ERROR_RESPONSES, ComparisonRequest, TaskAccepted
-from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.rest.schemas import ComparisonRequest
+from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord, TaskRunner
 from voxmatch.tasks.jobs import COMPARISON
 from voxmatch.tasks.store import JsonObject
@@ -65,7 +62,7 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
 def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
     router = APIRouter(tags=["Voiceprint comparison"])
 
-    def accept(body: bytes, runner: TaskRunner, request_id: str, correlation_id: str) -> TaskRecord:
+    def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
         started = time.perf_counter()
         try:
             parsed = _decoder.decode(body)
@@ -113,11 +110,12 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
         )
         return record
 
-    @router.post(
-        f"/api/technology/{TECHNOLOGY}",
-        status_code=202,
-        response_model=TaskAccepted,
-        responses=ERROR_RESPONSES,
+    add_json_task_route(
+        router,
+        runner,
+        TECHNOLOGY,
+        accept,
+        request_model=ComparisonRequest,
         summary="Start a voiceprint comparison",
         description=(
             "Compare every voiceprint of `voiceprints_a` with every voiceprint of"
@@ -128,23 +126,6 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " scores are calibrated log-likelihood ratios. A bad voiceprint is a 422 naming"
             " its list and index."
         ),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ComparisonRequest.model_json_schema()}},
-            }
-        },
     )
-    async def start_comparison(request: Request) -> Response:
-        receiving = time.perf_counter()
-        body = await request.body()
-        log.debug(
-            "received %d bytes in %.1f ms", len(body), 1000 * (time.perf_counter() - receiving)
-        )
-        record = await run_in_threadpool(
-            accept, body, runner, request_id_var.get(), correlation_id_var.get()
-        )
-        return accepted(TECHNOLOGY, record, runner)
-
     add_task_routes(router, runner, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")
     return router

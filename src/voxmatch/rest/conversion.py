@@ -14,17 +14,13 @@ from typing import Any
 
 import msgspec
 import numpy.typing as npt
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
 from voxmatch.config import Settings
-from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.comparison import check_list_length
 from voxmatch.rest.errors import invalid_json, schema_error, voiceprint_error
-from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
-from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord, TaskRunner
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import CONVERSION
@@ -82,11 +78,12 @@ def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             correlation_id=correlation_id,
         )
 
-    @router.post(
-        f"/api/technology/{TECHNOLOGY}",
-        status_code=202,
-        response_model=TaskAccepted,
-        responses=ERROR_RESPONSES,
+    add_json_task_route(
+        router,
+        runner,
+        TECHNOLOGY,
+        accept,
+        request_model=VoiceprintsRequest,
         summary="Start a voiceprint conversion",
         description=(
             "Convert 1 to `max_list_length` base64 voiceprints of one model to vector"
@@ -97,19 +94,6 @@ def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " score does. A voiceprint of no speech gives `[]`. A bad voiceprint is a 422"
             " naming its index."
         ),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": VoiceprintsRequest.model_json_schema()}},
-            }
-        },
     )
-    async def start_conversion(request: Request) -> Response:
-        body = await request.body()
-        record = await run_in_threadpool(
-            accept, body, request_id_var.get(), correlation_id_var.get()
-        )
-        return accepted(TECHNOLOGY, record, runner)
-
     add_task_routes(router, runner, TECHNOLOGY, CONVERSION, render_result, npy_array="vectors")
     return router

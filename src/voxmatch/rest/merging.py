@@ -11,15 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy.typing as npt
-from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from fastapi import APIRouter
 
 from voxmatch.config import Settings
-from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.conversion import VoiceprintsRequest, decode_voiceprints_body
-from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
-from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
+from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord, TaskRunner
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import MERGING
@@ -49,11 +45,12 @@ def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             correlation_id=correlation_id,
         )
 
-    @router.post(
-        f"/api/technology/{TECHNOLOGY}",
-        status_code=202,
-        response_model=TaskAccepted,
-        responses=ERROR_RESPONSES,
+    add_json_task_route(
+        router,
+        runner,
+        TECHNOLOGY,
+        accept,
+        request_model=VoiceprintsRequest,
         summary="Start a voiceprint merge (voxmatch addition)",
         description=(
             "Not part of SPE4's REST API (Phonexia offers merging over gRPC only). Merge 1 to"
@@ -65,19 +62,6 @@ def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " if all are empty, so is the result. A bad voiceprint, or voiceprints of different"
             " models, is a 422 naming the index."
         ),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": VoiceprintsRequest.model_json_schema()}},
-            }
-        },
     )
-    async def start_merging(request: Request) -> Response:
-        body = await request.body()
-        record = await run_in_threadpool(
-            accept, body, request_id_var.get(), correlation_id_var.get()
-        )
-        return accepted(TECHNOLOGY, record, runner)
-
     add_task_routes(router, runner, TECHNOLOGY, MERGING, render_result)
     return router
