@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(
         1, ge=1, description="`retry-after` sent with 429 when the queue is full."
     )
+    poll_wait_seconds: float = Field(
+        0.25,
+        ge=0,
+        description="A GET of an unfinished task waits up to this long for it to finish before"
+        " answering, so that a client polling often gets its result at once and costs less.",
+    )
     task_ttl_seconds: float = Field(
         3600.0,
         gt=0,
@@ -95,6 +101,12 @@ class Settings(BaseSettings):
         False,
         description="Flush accepted tasks to the disk before answering 202. Off, an accepted"
         " task survives a crash of voxmatch (kill -9); on, it also survives a power cut.",
+    )
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads of one matrix product. Tasks already run in parallel (`workers`),"
+        " and idle BLAS threads spin on the cores the other work needs.",
     )
     memory_budget_bytes: int = Field(
         64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."

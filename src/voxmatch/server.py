@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.config import Settings
@@ -77,6 +78,7 @@ def serve(settings: Settings) -> None:
     """Serve until interrupted (SIGINT or SIGTERM)."""
     configure_logging(settings.log_level)
     retain_freed_memory()
+    threadpool_limits(settings.blas_threads, user_api="blas")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     extractor = build_extractor(settings)
     runner = build_runner(settings, extractor)

@@ -97,7 +97,7 @@ def test_202_carries_task_body_and_both_location_headers(server: RunningServer) 
 
 
 def test_pending_task_has_null_result_and_error(server_factory) -> None:
-    server = server_factory({"VOXMATCH_WORKERS": "1"})
+    server = server_factory({"VOXMATCH_WORKERS": "1", "VOXMATCH_POLL_WAIT_SECONDS": "0"})
     client = server.client()
     large = orjson.dumps(
         {
@@ -118,6 +118,17 @@ def test_pending_task_has_null_result_and_error(server_factory) -> None:
     }
     assert wait_for_task(client, waiting.headers["location"]).json()["task"]["state"] == "done"
     assert wait_for_task(client, busy.headers["location"]).json()["task"]["state"] == "done"
+
+
+def test_a_poll_waits_briefly_for_the_result(server_factory) -> None:
+    server = server_factory({"VOXMATCH_POLL_WAIT_SECONDS": "30"})
+    client = server.client()
+    a, b = random_voiceprints(300, seed=3), random_voiceprints(200, seed=4)
+    accepted = post(client, a, b)
+    # One GET, straight after the POST: it is held until the worker is done.
+    answer = client.get(accepted.headers["location"]).json()
+    assert answer["task"]["state"] == "done"
+    assert answer["result"]["scores"]["rows_count"] == 200
 
 
 def test_npy_result_has_the_same_matrix(server: RunningServer) -> None:

@@ -9,6 +9,7 @@ from voxmatch.config import Settings
 from voxmatch.rest import comparison, conversion, extraction, merging, system
 from voxmatch.rest.errors import install_error_handlers
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from voxmatch.rest.tasks import TaskApi
 from voxmatch.tasks import TaskRunner
 
 # Multipart framing around an uploaded file: boundaries, part headers and a small config field.
@@ -29,10 +30,11 @@ def create_app(settings: Settings, runner: TaskRunner) -> FastAPI:
     app.state.settings = settings
     app.state.runner = runner
     install_error_handlers(app)
-    app.include_router(comparison.comparison_router(settings, runner))
-    app.include_router(extraction.extraction_router(runner))
-    app.include_router(conversion.conversion_router(settings, runner))
-    app.include_router(merging.merging_router(settings, runner))
+    tasks = TaskApi(runner, settings.poll_wait_seconds)
+    app.include_router(comparison.comparison_router(settings, tasks))
+    app.include_router(extraction.extraction_router(tasks))
+    app.include_router(conversion.conversion_router(settings, tasks))
+    app.include_router(merging.merging_router(settings, tasks))
     app.include_router(system.router)
 
     def limit_for_path(path: str) -> int:

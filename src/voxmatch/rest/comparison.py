@@ -19,8 +19,8 @@ from voxmatch.rest.errors import (
     voiceprint_error,
 )
 from voxmatch.rest.schemas import ComparisonRequest
-from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.jobs import COMPARISON
 from voxmatch.tasks.store import JsonObject
 from voxmatch.voiceprint import VoiceprintError, decode_base64_batch
@@ -59,7 +59,8 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
     }
 
 
-def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
+    runner = tasks.runner
     router = APIRouter(tags=["Voiceprint comparison"])
 
     def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
@@ -112,7 +113,7 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
 
     add_json_task_route(
         router,
-        runner,
+        tasks,
         TECHNOLOGY,
         accept,
         request_model=ComparisonRequest,
@@ -127,5 +128,5 @@ def comparison_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " its list and index."
         ),
     )
-    add_task_routes(router, runner, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")
+    add_task_routes(router, tasks, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")
     return router

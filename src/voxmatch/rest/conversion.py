@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from voxmatch.config import Settings
 from voxmatch.rest.comparison import check_list_length
 from voxmatch.rest.errors import invalid_json, schema_error, voiceprint_error
-from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import CONVERSION
 from voxmatch.vectors import vector_rows
@@ -64,7 +64,8 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
     return {"vector_voiceprints": vector_rows(arrays["vectors"])}
 
 
-def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+def conversion_router(settings: Settings, tasks: TaskApi) -> APIRouter:
+    runner = tasks.runner
     router = APIRouter(tags=["Voiceprint conversion"])
 
     def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
@@ -80,7 +81,7 @@ def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
 
     add_json_task_route(
         router,
-        runner,
+        tasks,
         TECHNOLOGY,
         accept,
         request_model=VoiceprintsRequest,
@@ -95,5 +96,5 @@ def conversion_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " naming its index."
         ),
     )
-    add_task_routes(router, runner, TECHNOLOGY, CONVERSION, render_result, npy_array="vectors")
+    add_task_routes(router, tasks, TECHNOLOGY, CONVERSION, render_result, npy_array="vectors")
     return router

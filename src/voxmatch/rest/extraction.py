@@ -16,8 +16,7 @@ from starlette.responses import Response
 from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.errors import ApiError, detail_item, validation_error
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
-from voxmatch.rest.tasks import accepted, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRunner
+from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, submit_or_429
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.store import JsonObject
 
@@ -73,7 +72,8 @@ def _config_field(text: str | None) -> _Config:
         raise validation_error(["body", "config"], str(error), "type_error") from None
 
 
-def extraction_router(runner: TaskRunner) -> APIRouter:
+def extraction_router(tasks: TaskApi) -> APIRouter:
+    runner = tasks.runner
     router = APIRouter(tags=["Voiceprint extraction"])
 
     def accept(
@@ -160,5 +160,5 @@ def extraction_router(runner: TaskRunner) -> APIRouter:
         finally:
             await file.close()
 
-    add_task_routes(router, runner, TECHNOLOGY, EXTRACTION, render_result)
+    add_task_routes(router, tasks, TECHNOLOGY, EXTRACTION, render_result)
     return router

@@ -15,8 +15,8 @@ from fastapi import APIRouter
 
 from voxmatch.config import Settings
 from voxmatch.rest.conversion import VoiceprintsRequest, decode_voiceprints_body
-from voxmatch.rest.tasks import add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRecord, TaskRunner
+from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
+from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import MERGING
 
@@ -31,7 +31,8 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
     }
 
 
-def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
+def merging_router(settings: Settings, tasks: TaskApi) -> APIRouter:
+    runner = tasks.runner
     router = APIRouter(tags=["Voiceprint merging (voxmatch addition)"])
 
     def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
@@ -47,7 +48,7 @@ def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
 
     add_json_task_route(
         router,
-        runner,
+        tasks,
         TECHNOLOGY,
         accept,
         request_model=VoiceprintsRequest,
@@ -63,5 +64,5 @@ def merging_router(settings: Settings, runner: TaskRunner) -> APIRouter:
             " models, is a 422 naming the index."
         ),
     )
-    add_task_routes(router, runner, TECHNOLOGY, MERGING, render_result)
+    add_task_routes(router, tasks, TECHNOLOGY, MERGING, render_result)
     return router

@@ -7,12 +7,13 @@ straight from NumPy arrays, never through Python lists of floats.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy.typing as npt
@@ -84,7 +85,7 @@ JsonAccept = Callable[[bytes, str, str], TaskRecord]
 
 def add_json_task_route(
     router: APIRouter,
-    runner: TaskRunner,
+    tasks: TaskApi,
     technology: str,
     accept: JsonAccept,
     *,
@@ -107,7 +108,7 @@ def add_json_task_route(
         record = await run_in_threadpool(
             accept, body, request_id_var.get(), correlation_id_var.get()
         )
-        return accepted(technology, record, runner)
+        return accepted(technology, record, tasks.runner)
 
     router.add_api_route(
         f"{TECHNOLOGY_PREFIX}/{technology}",
@@ -138,9 +139,63 @@ def render_task(record: TaskRecord, result: dict[str, Any] | None) -> bytes:
     )
 
 
+class FinishedTasks:
+    """Lets a GET of an unfinished task wait, without a thread, until a worker finishes it."""
+
+    def __init__(self, runner: TaskRunner) -> None:
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        runner.add_finish_listener(self._notify)
+
+    def _notify(self, task_id: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake, task_id)
+
+    def _wake(self, task_id: str) -> None:
+        for future in self._waiters.pop(task_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, task_id: str, timeout: float, unfinished: Callable[[], bool]) -> None:
+        """Return when the task finishes or after `timeout` seconds, whichever is first."""
+        self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = self._loop.create_future()
+        waiting = self._waiters.setdefault(task_id, [])
+        waiting.append(future)
+        try:
+            # Checked after registering: a task that finished in between is not waited for.
+            if unfinished():
+                await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiters.pop(task_id, None)
+
+
+@dataclass
+class TaskApi:
+    """What every technology's routes share: the runner, and how GETs wait for results."""
+
+    runner: TaskRunner
+    poll_wait_seconds: float
+    finished: FinishedTasks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.finished = FinishedTasks(self.runner)
+
+
+def _unfinished(runner: TaskRunner, task_id: str) -> bool:
+    record = runner.store.get(task_id)
+    return record is not None and not record.state.finished
+
+
 def add_task_routes(
     router: APIRouter,
-    runner: TaskRunner,
+    tasks: TaskApi,
     technology: str,
     kind: str,
     render_result: ResultRenderer,
@@ -153,6 +208,7 @@ def add_task_routes(
     `Accept: application/x-npy`.
     """
     path = f"{TECHNOLOGY_PREFIX}/{technology}/{{task_id}}"
+    runner = tasks.runner
     stored_arrays = (npy_array,) if npy_array else ()
 
     def render_done(record: TaskRecord, outcome: TaskOutcome) -> bytes:
@@ -188,6 +244,11 @@ def add_task_routes(
 
     async def get_task(request: Request, task_id: uuid.UUID) -> Response:
         record = find(task_id)
+        if not record.state.finished and tasks.poll_wait_seconds > 0:
+            await tasks.finished.wait(
+                record.id, tasks.poll_wait_seconds, lambda: _unfinished(runner, record.id)
+            )
+            record = find(task_id)
         if record.state is not TaskState.DONE:
             return Response(render_task(record, None), media_type="application/json")
         if npy_array and NPY_MEDIA_TYPE in request.headers.get("accept", ""):

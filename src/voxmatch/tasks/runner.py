@@ -139,11 +139,24 @@ class TaskRunner:
         self._writer = ThreadPoolExecutor(workers, "voxmatch-result-writer")
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._finish_listeners: list[Callable[[str], None]] = []
 
     def add_renderer(self, kind: str, name: str, renderer: Renderer) -> None:
         """Render document `name` of every task of `kind` when it is done, and keep it in memory
         (see `document`)."""
         self._renderers.setdefault(kind, []).append((name, renderer))
+
+    def add_finish_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(task_id)` (from a worker thread) whenever a task finishes or is
+        removed, so that an interface can answer a waiting client at once."""
+        self._finish_listeners.append(listener)
+
+    def _finished(self, task_id: str) -> None:
+        for listener in self._finish_listeners:
+            try:
+                listener(task_id)
+            except Exception:
+                log.exception("a task-finished listener failed")
 
     def document(self, task_id: str, name: str) -> bytes | None:
         """A rendered document of a done task, if still in memory."""
@@ -291,7 +304,9 @@ class TaskRunner:
 
     def _delete(self, task_id: str) -> bool:
         self._documents.drop_task(task_id)
-        return self.store.delete(task_id)
+        removed = self.store.delete(task_id)
+        self._finished(task_id)
+        return removed
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -337,6 +352,12 @@ class TaskRunner:
         return TaskContext(record, self.store, None, cancelled), None
 
     def _run(self, task_id: str) -> None:
+        try:
+            self._process(task_id)
+        finally:
+            self._finished(task_id)
+
+    def _process(self, task_id: str) -> None:
         started = self._start(task_id)
         if started is None:
             return
