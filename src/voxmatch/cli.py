@@ -107,6 +107,12 @@ def extract(
         float | None,
         typer.Option("--max-speech", help="Stop after this many seconds of speech.", min=0.1),
     ] = None,
+    start: Annotated[
+        float | None, typer.Option(help="Skip the audio before this many seconds.", min=0)
+    ] = None,
+    end: Annotated[
+        float | None, typer.Option(help="Ignore the audio after this many seconds.", min=0)
+    ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -115,7 +121,7 @@ def extract(
     from rich.console import Console
     from rich.progress import track
 
-    from voxmatch.audio import AudioError, decode, parse_channel_mode
+    from voxmatch.audio import AudioError, TimeRange, decode, parse_channel_mode
     from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.server import build_extractor
 
@@ -123,6 +129,7 @@ def extract(
     try:
         parse_channel_mode(channel_mode)
         selected = _parse_channels(channels)
+        time_range = TimeRange(start, end)
     except (AudioError, ValueError) as error:
         _fail(str(error), code=2)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +142,7 @@ def extract(
     failures = 0
     for path in track(files, description="Extracting", console=console, transient=True):
         try:
-            audio = decode(path, max_duration=settings.max_audio_seconds)
+            audio = decode(path, time_range=time_range, max_duration=settings.max_audio_seconds)
             results = extractor.extract_audio(
                 audio,
                 channel_mode=channel_mode,

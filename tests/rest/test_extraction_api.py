@@ -221,3 +221,55 @@ def test_upload_over_the_limit_is_413(server: RunningServer) -> None:
     assert response.status_code == 413
     assert response.json()["type"] == "request.size-limit-exceeded"
     assert server.client().get("/api/system/info").status_code == 200
+
+
+def test_speech_cap_and_time_range(server: RunningServer) -> None:
+    client = server.client()
+    content = wav_bytes(speech_clip("MÉO069", "trn03"))  # 28.8 s of one speaker
+    whole = extract(client, content)["result"]["channels"][0]["speech_length"]
+    capped = extract(client, content, max_speech_length="5")["result"]["channels"][0]
+    assert whole > 20
+    assert 4.5 <= capped["speech_length"] <= 5.0
+    ranged = extract(client, content, start="10", end="16")["result"]["channels"][0]
+    assert 0 < ranged["speech_length"] <= 6.0
+    response = client.post(
+        EXTRACTION, files={"file": ("a.wav", content)}, params={"start": "5", "end": "4"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["location"] == ["query", "end"]
+    beyond = extract(client, content, start="100")
+    assert beyond["task"]["state"] == "rejected"
+
+
+def test_a_users_own_onnx_model(tmp_path, server_factory) -> None:
+    from voxmatch import _corpora
+    from voxmatch.models import CAMPPLUS
+    from voxmatch.models.speaker_model import load_speaker_model
+
+    # An ONNX file in the sherpa-onnx / WeSpeaker convention: here, CAM++ converted once more.
+    model_env()
+    converted = load_speaker_model(CAMPPLUS, tmp_path / "convert", [_corpora.models_cache_dir()])
+    assert converted.model_path is not None
+    own = tmp_path / "their-campplus.onnx"
+    own.write_bytes(converted.model_path.read_bytes())
+    server = server_factory(
+        {**model_env(), "VOXMATCH_MODEL_FILE": str(own), "VOXMATCH_MODEL_NAME": "their-campplus"}
+    )
+    client = server.client()
+    body = extract(client, wav_bytes(speech_clip("FEE083", "trn06")))
+    (channel,) = body["result"]["channels"]
+    assert channel["model"] == "their-campplus"
+    # This process does not know the model; the server does, and compares its voiceprints.
+    theirs = channel["voiceprint"]
+    accepted = client.post(COMPARISON, json={"voiceprints_a": [theirs], "voiceprints_b": [theirs]})
+    done = wait_for_task(client, accepted.headers["location"]).json()
+    assert done["task"]["state"] == "done"
+    # Uncalibrated default map for users' models: cos 1 gives 10 - 4 = 6.
+    assert done["result"]["scores"]["values"][0] == pytest.approx(6.0, abs=1e-4)
+    default_model = Voiceprint.from_embedding(np.ones(192), speech_length=3)
+    mixed = client.post(
+        COMPARISON,
+        json={"voiceprints_a": [theirs], "voiceprints_b": [default_model.to_base64()]},
+    )
+    assert mixed.status_code == 422
+    assert mixed.json()["detail"][0]["type"] == "voiceprint.mixed-models"

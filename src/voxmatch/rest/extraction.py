@@ -106,7 +106,9 @@ def extraction_router(tasks: TaskApi) -> APIRouter:
             " FLAC, OGG Vorbis/Opus, MP3, M4A/AAC, any sample rate and channel count. With"
             " `channel_mode=split` (default) each channel gives its own voiceprint; with `mix`"
             " the channels are averaged into one. `channels` picks 0-based channels (`0,1`)."
-            " The same options may come as a JSON form field `config`. A file that is not"
+            " The same options may come as a JSON form field `config`. voxmatch additions:"
+            " `max_speech_length` caps the speech used, `start` and `end` (seconds) pick a"
+            " part of the audio. A file that is not"
             " usable audio gives a `rejected` task saying why; audio without speech gives a"
             " voiceprint with speech_length 0, which scores 0 against anything."
         ),
@@ -123,11 +125,31 @@ def extraction_router(tasks: TaskApi) -> APIRouter:
         include_vector_voiceprint: Annotated[
             bool, Query(description="Add each voiceprint's vector form to the result.")
         ] = False,
+        max_speech_length: Annotated[
+            float | None,
+            Query(
+                gt=0,
+                description="voxmatch addition: use at most this many seconds of speech (as"
+                " gRPC's speech_length); faster, and about 20 s is enough.",
+            ),
+        ] = None,
+        start: Annotated[
+            float | None,
+            Query(ge=0, description="voxmatch addition: skip the audio before (seconds)."),
+        ] = None,
+        end: Annotated[
+            float | None,
+            Query(gt=0, description="voxmatch addition: ignore the audio after (seconds)."),
+        ] = None,
         config: Annotated[
             str | None, Form(description="JSON string with the same options (SPE4 newer API).")
         ] = None,
     ) -> Response:
         from_config = _config_field(config)
+        if start is not None and end is not None and end <= start:
+            raise validation_error(
+                ["query", "end"], f"end ({end:g} s) must be after start ({start:g} s)", "range"
+            )
         mode = from_config.channel_mode or channel_mode
         if mode not in ("split", "mix"):
             raise validation_error(
@@ -152,6 +174,9 @@ def extraction_router(tasks: TaskApi) -> APIRouter:
                 else from_config.include_vector_voiceprint
             ),
             "filename": file.filename,
+            "max_speech_length": max_speech_length,
+            "start": start,
+            "end": end,
         }
         try:
             return await run_in_threadpool(

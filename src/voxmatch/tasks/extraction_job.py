@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxmatch.audio import AudioError, decode
+from voxmatch.audio import AudioError, TimeRange, decode
 from voxmatch.extraction import SharedExtractor
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
 from voxmatch.vectors import vector_rows, vector_voiceprints
@@ -15,14 +15,21 @@ EXTRACTION = "extraction"
 
 def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> Handler:
     """Params: channel_mode ("split" | "mix"), channels (list of ints or None),
-    include_vector_voiceprint (bool)."""
+    include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds)."""
 
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
         try:
-            audio = decode(context.file("audio"), max_duration=max_audio_seconds)
+            audio = decode(
+                context.file("audio"),
+                time_range=TimeRange(params.get("start"), params.get("end")),
+                max_duration=max_audio_seconds,
+            )
             results = extractor.get().extract_audio(
-                audio, channel_mode=params["channel_mode"], channels=params["channels"]
+                audio,
+                channel_mode=params["channel_mode"],
+                channels=params["channels"],
+                max_speech_seconds=params.get("max_speech_length"),
             )
         except AudioError as error:
             raise TaskRejected(
