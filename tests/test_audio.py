@@ -551,3 +551,14 @@ def test_path_and_bytes_agree_for_a_copied_corpus_file(tmp_path: Path) -> None:
     copy = Path(shutil.copy(source, tmp_path / "äñ ü.sph"))
     np.testing.assert_array_equal(decode(copy).samples, decode(source.read_bytes()).samples)
     assert os.fspath(copy).endswith("äñ ü.sph")
+
+
+def test_the_duration_limit_counts_every_channel_kept(tmp_path: Path) -> None:
+    four_channels = np.random.default_rng(0).uniform(-0.5, 0.5, (48000, 4)).astype(np.float32)
+    path = tmp_path / "four.wav"
+    sf.write(path, four_channels, 16000)  # 3 s, so 12 channel-seconds
+    with pytest.raises(AudioError, match="channels"):
+        decode(path, max_duration=5.0)
+    one = decode(path, channels=[2], max_duration=5.0)
+    assert one.channel_numbers == (2,)
+    assert one.duration == pytest.approx(3.0)

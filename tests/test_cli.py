@@ -156,3 +156,19 @@ def test_any_setting_can_be_given_as_a_flag(tmp_path: Path) -> None:
     bad = voxmatch("serve", "--set", "no_equals_sign", cwd=tmp_path)
     assert bad.returncode == 2
     assert "NAME=VALUE" in bad.stderr
+
+
+def test_unusable_model_settings_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    missing_model = voxmatch("serve", "--set", "model_file=/nowhere/model.onnx", cwd=tmp_path)
+    assert missing_model.returncode == 2
+    assert "/nowhere/model.onnx" in missing_model.stderr
+    unknown = voxmatch("serve", "--set", "default_model=no-such-model", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "no-such-model" in unknown.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = [\n")
+    not_toml = voxmatch("serve", "--config", str(broken), cwd=tmp_path)
+    assert not_toml.returncode == 2
+    assert "not valid TOML" in not_toml.stderr
+    for result in (missing_model, unknown, not_toml):
+        assert "Traceback" not in result.stderr

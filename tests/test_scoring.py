@@ -5,7 +5,7 @@ import pytest
 
 from voxmatch import Voiceprint, compare
 from voxmatch.models import CAMPPLUS, Calibration
-from voxmatch.scoring import ScoringStopped, iter_score_blocks, score_matrix
+from voxmatch.scoring import ScoringStopped, score_matrix
 
 CALIBRATION = Calibration(scale=12.0, offset=-4.0)
 
@@ -42,21 +42,6 @@ def test_blocked_product_equals_one_block_for_any_budget() -> None:
     # 300 columns x 8 bytes x 7 rows: a budget that splits the rows into uneven blocks.
     small = score_matrix(rows, columns, CALIBRATION, memory_budget=300 * 8 * 7)
     np.testing.assert_array_equal(whole, small)
-
-
-def test_block_iterator_covers_every_row_once_within_budget() -> None:
-    rng = np.random.default_rng(3)
-    rows = rng.standard_normal((103, 16)).astype(np.float32)
-    columns = rng.standard_normal((50, 16)).astype(np.float32)
-    budget = 50 * 4 * 10
-    covered = np.zeros(103, dtype=int)
-    expected = score_matrix(rows, columns, CALIBRATION)
-    for block_rows, block in iter_score_blocks(rows, columns, CALIBRATION, memory_budget=budget):
-        assert block.nbytes <= budget
-        assert block.dtype == np.float32
-        covered[block_rows] += 1
-        np.testing.assert_array_equal(block, expected[block_rows])
-    assert (covered == 1).all()
 
 
 def test_empty_voiceprints_score_zero_against_everything() -> None:

@@ -200,3 +200,9 @@ def test_zero_speech_voiceprint_round_trips() -> None:
     decoded = Voiceprint.from_base64(empty.to_base64())
     assert decoded.speech_length == 0.0
     assert not decoded.embedding.any()
+
+
+def test_speech_length_must_fit_the_record() -> None:
+    with pytest.raises(VoiceprintError) as error:
+        Voiceprint.from_embedding(np.ones(192), speech_length=1e39)  # float32 overflows
+    assert error.value.reason == "speech-length"

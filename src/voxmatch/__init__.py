@@ -25,16 +25,8 @@ def compare(
     Note the orientation: rows follow `voiceprints_a`, as in the gRPC API. The SPE4 REST result
     is the transpose (its rows follow voiceprints_b).
     """
-    batch_a = (
-        voiceprints_a
-        if isinstance(voiceprints_a, VoiceprintBatch)
-        else VoiceprintBatch.of(voiceprints_a)
-    )
-    batch_b = (
-        voiceprints_b
-        if isinstance(voiceprints_b, VoiceprintBatch)
-        else VoiceprintBatch.of(voiceprints_b)
-    )
+    batch_a = VoiceprintBatch.coerce(voiceprints_a)
+    batch_b = VoiceprintBatch.coerce(voiceprints_b)
     if batch_a.model != batch_b.model:
         raise VoiceprintError(
             0,

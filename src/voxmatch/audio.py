@@ -399,6 +399,9 @@ class _Collector:
         self.first = _to_frames(time_range.start or 0.0, source_rate)
         self.stop = None if time_range.end is None else _to_frames(time_range.end, source_rate)
         self.limit = _to_frames(request.max_duration, source_rate)
+        # The memory a decode takes grows with channels x duration: the same maximum also
+        # bounds the seconds kept summed over the channels kept.
+        self.kept_limit = _to_frames(request.max_duration / len(self.rows), source_rate)
         self.position = first
         self.kept = 0
         self._pieces: list[NDArray[np.float32]] = []
@@ -430,6 +433,12 @@ class _Collector:
             piece = piece[:, self.rows]
         piece = np.ascontiguousarray(piece, dtype=np.float32)
         self.kept += piece.shape[0]
+        if self.kept > self.kept_limit:
+            raise AudioError(
+                f"{len(self.rows)} channels of this length exceed the allowed maximum of"
+                f" {self.request.max_duration:g} s of audio, counted over all channels used;"
+                " select fewer channels or a time range"
+            )
         if self._resampler is not None:
             piece = self._resampler.resample_chunk(piece)
         self._pieces.append(piece)

@@ -83,10 +83,13 @@ def serve(
     flags = {"host": host, "port": port, "grpc_port": grpc_port, "data_dir": data_dir}
     overrides.update({name: value for name, value in flags.items() if value is not None})
     settings = _settings(config, **overrides)
+    from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.server import serve as run_server
 
     try:
         run_server(settings)
+    except SpeakerModelError as error:
+        _fail(f"cannot use the configured model: {error}", code=2)
     except OSError as error:
         _fail(f"cannot start the server: {error}")
 
@@ -134,9 +137,8 @@ def extract(
         _fail(str(error), code=2)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
-    shared = build_extractor(settings)
     try:
-        extractor = shared.get()
+        extractor = build_extractor(settings).get()
     except Exception as error:
         _fail(f"cannot load the speaker model: {error}")
     failures = 0
@@ -149,7 +151,7 @@ def extract(
                 channels=selected,
                 max_speech_seconds=max_speech,
             )
-        except (AudioError, SpeakerModelError) as error:
+        except (ValueError, SpeakerModelError) as error:  # AudioError is a ValueError
             console.print(f"[red]{path}[/red]: {error}")
             failures += 1
             continue

@@ -7,6 +7,7 @@ with this module.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from voxmatch.models.registry import DEFAULT_MODEL_NAME
+from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 
 MIB = 1024 * 1024
 
@@ -74,7 +75,10 @@ class Settings(BaseSettings):
         256 * MIB, ge=1024, description="Largest uploaded media file, in bytes (else 413)."
     )
     max_audio_seconds: float = Field(
-        7200.0, gt=0, description="Longest audio decoded for one extraction, in seconds."
+        7200.0,
+        gt=0,
+        description="Most audio decoded for one extraction, in seconds, counted over all the"
+        " channels used (a stereo file of 1 h uses 2 h).",
     )
     workers: int = Field(2, ge=1, description="Tasks processed at the same time.")
     queue_capacity: int = Field(
@@ -114,6 +118,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
+
+    @model_validator(mode="after")
+    def _known_default_model(self) -> Settings:
+        try:
+            describe(self.default_model)
+        except UnknownModelError as error:
+            raise ValueError(f"default_model: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _tls_needs_both(self) -> Settings:
@@ -163,9 +175,18 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return _Sourced(**given)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            ": ".join(
+                part
+                for part in (
+                    ".".join(str(part) for part in item["loc"]),
+                    str(item["msg"]).removeprefix("Value error, "),
+                )
+                if part
+            )
             for item in error.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from None

@@ -13,7 +13,6 @@ two more speech no longer changes a voiceprint noticeably.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,10 @@ from voxmatch.voiceprint import Voiceprint
 DEFAULT_CHUNK_SECONDS = 120.0
 MIN_SPEECH_SECONDS = 0.25
 """Less detected speech than this gives the empty voiceprint: too short to say anything."""
+
+
+class ExtractionStopped(RuntimeError):
+    """The caller asked the extraction to stop (a cancelled task, for instance)."""
 
 
 @dataclass(frozen=True)
@@ -100,19 +103,23 @@ class Extractor:
         channel_mode: str = "split",
         channels: Sequence[int] | None = None,
         max_speech_seconds: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[ChannelExtraction]:
-        """One voiceprint per channel (`split`) or one of their mix (`mix`)."""
+        """One voiceprint per channel (`split`) or one of their mix (`mix`).
+
+        `should_stop` is asked between channels; when it says so, ExtractionStopped is raised.
+        """
         if audio.sample_rate != self.sample_rate:
             raise ValueError(
                 f"audio is at {audio.sample_rate} Hz, the model needs {self.sample_rate} Hz"
             )
-        return [
-            ChannelExtraction(
-                signal.channel_number,
-                self.extract(signal.samples, max_speech_seconds=max_speech_seconds),
-            )
-            for signal in audio.signals(channel_mode, channels)
-        ]
+        results = []
+        for signal in audio.signals(channel_mode, channels):
+            if should_stop is not None and should_stop():
+                raise ExtractionStopped("extraction stopped on request")
+            extraction = self.extract(signal.samples, max_speech_seconds=max_speech_seconds)
+            results.append(ChannelExtraction(signal.channel_number, extraction))
+        return results
 
     def _embed(self, speech: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         chunk_samples = int(self.chunk_seconds * self.sample_rate)
@@ -142,29 +149,3 @@ def load_extractor(
     model = load_speaker_model(description, cache_dir, folders, threads=threads)
     vad = VoiceActivityDetector.from_registry(cache_dir, search_dirs=folders)
     return Extractor(model, vad)
-
-
-class SharedExtractor:
-    """Loads the extractor on first use, once, for every thread that needs it.
-
-    The server starts listening at once; the first extraction fetches, verifies and converts
-    the model if the cache does not already hold it.
-    """
-
-    def __init__(self, loader: Callable[[], Extractor]) -> None:
-        self._loader = loader
-        self._lock = threading.Lock()
-        self._extractor: Extractor | None = None
-
-    def get(self) -> Extractor:
-        extractor = self._extractor
-        if extractor is not None:
-            return extractor
-        with self._lock:
-            if self._extractor is None:
-                self._extractor = self._loader()
-            return self._extractor
-
-    @property
-    def loaded(self) -> bool:
-        return self._extractor is not None

@@ -38,9 +38,7 @@ def merge_voiceprints(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> Vo
     Raises ValueError for no input and VoiceprintError (`mixed-models`) for inputs of several
     models.
     """
-    batch = voiceprints if isinstance(voiceprints, VoiceprintBatch) else _batch(voiceprints)
-    if len(batch) == 0:
-        raise ValueError("no voiceprints to merge")
+    batch = VoiceprintBatch.coerce(voiceprints)
     # float64 sums: thousands of float32 terms would otherwise lose digits.
     weights = batch.speech_lengths.astype(np.float64)
     embeddings = batch.embeddings.astype(np.float64)
@@ -52,9 +50,3 @@ def merge_voiceprints(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> Vo
     return Voiceprint.from_embedding(
         merged.astype(np.float32), speech_length=float(total), model=batch.model
     )
-
-
-def _batch(voiceprints: Sequence[Voiceprint]) -> VoiceprintBatch:
-    if not voiceprints:
-        raise ValueError("no voiceprints to merge")
-    return VoiceprintBatch.of(voiceprints)

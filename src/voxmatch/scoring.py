@@ -12,7 +12,7 @@ budget and lets a long computation be stopped between blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -53,38 +53,6 @@ def _as_matrix(embeddings: npt.ArrayLike) -> FloatMatrix:
 def _rows_per_block(columns: int, memory_budget: int) -> int:
     # Each block row needs its scores and its scaling factors: 8 bytes per column.
     return max(1, memory_budget // max(1, columns * 8))
-
-
-def iter_score_blocks(
-    rows: npt.ArrayLike,
-    columns: npt.ArrayLike,
-    calibration: Calibration,
-    *,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> Iterator[tuple[slice, FloatMatrix]]:
-    """Yield (row slice, scores of those rows against every column) within the memory budget.
-
-    The yielded block is a reused buffer: copy it if it must outlive the next iteration.
-    """
-    row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
-    row_inverse, row_empty = _inverse_norms(row_matrix)
-    column_inverse, column_empty = _inverse_norms(column_matrix)
-    block_rows = min(len(row_matrix), _rows_per_block(len(column_matrix), memory_budget))
-    buffer = np.empty((block_rows, len(column_matrix)), dtype=np.float32)
-    for start in range(0, len(row_matrix), block_rows):
-        stop = min(start + block_rows, len(row_matrix))
-        block = buffer[: stop - start]
-        _score_block(
-            row_matrix[start:stop],
-            row_inverse[start:stop],
-            row_empty[start:stop],
-            column_matrix,
-            column_inverse,
-            column_empty,
-            calibration,
-            block,
-        )
-        yield slice(start, stop), block
 
 
 def score_matrix(

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.config import Settings
-from voxmatch.extraction import Extractor, SharedExtractor, load_extractor
+from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
 from voxmatch.logs import configure_logging
 from voxmatch.models.registry import describe, register
@@ -21,6 +21,7 @@ from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
 from voxmatch.tasks import TaskRunner, TaskStore
 from voxmatch.tasks.jobs import build_handlers
+from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vad import VoiceActivityDetector
 
 log = logging.getLogger("voxmatch")

@@ -30,18 +30,12 @@ from voxmatch.voiceprint import Voiceprint, VoiceprintBatch
 FloatMatrix = npt.NDArray[np.float32]
 
 
-def _as_batch(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> VoiceprintBatch:
-    if isinstance(voiceprints, VoiceprintBatch):
-        return voiceprints
-    return VoiceprintBatch.of(voiceprints)
-
-
 def vector_voiceprints(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> FloatMatrix:
     """Unit vectors, one row per voiceprint in order; the zero row for a voiceprint of no speech.
 
     Raises VoiceprintError (reason `mixed-models`) for a list of voiceprints of several models.
     """
-    vectors, _ = unit_rows(_as_batch(voiceprints).embeddings)
+    vectors, _ = unit_rows(VoiceprintBatch.coerce(voiceprints).embeddings)
     return vectors
 
 

@@ -10,6 +10,7 @@ are items looked at one by one, to name the first bad item and why it is bad.
 from __future__ import annotations
 
 import binascii
+import math
 import struct
 import zlib
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ _HEADER = struct.Struct(f"<4sHHf{MODEL_NAME_MAX_BYTES}s")
 HEADER_SIZE = _HEADER.size  # 44
 _CRC_SIZE = 4
 MAX_EMBEDDING_DIM = 8192
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 FloatMatrix = npt.NDArray[np.float32]
 
@@ -59,10 +61,6 @@ class VoiceprintError(ValueError):
         self.index = index
         self.reason = reason
         self.message = message
-
-    def at(self, index: int) -> VoiceprintError:
-        """The same error for an item whose index in the caller's list is `index`."""
-        return VoiceprintError(index, self.reason, self.message)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,7 +96,8 @@ class Voiceprint:
             )
         if not np.isfinite(embedding).all():
             raise VoiceprintError(0, "non-finite", "embedding holds NaN or infinite values")
-        if not np.isfinite(speech_length) or speech_length < 0:
+        # The record stores float32: a larger value would become infinity there.
+        if not (math.isfinite(speech_length) and 0 <= speech_length <= _FLOAT32_MAX):
             raise VoiceprintError(
                 0, "speech-length", f"speech_length must be >= 0 seconds, got {speech_length}"
             )
@@ -150,7 +149,7 @@ class VoiceprintBatch:
     def of(cls, voiceprints: Sequence[Voiceprint]) -> VoiceprintBatch:
         """Stack voiceprints of one model into a batch."""
         if not voiceprints:
-            raise ValueError("a batch needs at least one voiceprint")
+            raise ValueError("no voiceprints given: a batch needs at least one")
         model = voiceprints[0].model
         for index, voiceprint in enumerate(voiceprints):
             if voiceprint.model != model:
@@ -160,6 +159,11 @@ class VoiceprintBatch:
             speech_lengths=np.array([vp.speech_length for vp in voiceprints], dtype=np.float32),
             model=model,
         )
+
+    @classmethod
+    def coerce(cls, voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> VoiceprintBatch:
+        """The batch itself, or a batch of the voiceprints (for functions taking either)."""
+        return voiceprints if isinstance(voiceprints, VoiceprintBatch) else cls.of(voiceprints)
 
     def to_bytes_list(self) -> list[bytes]:
         blob = encode_records(self.embeddings, self.speech_lengths, self.model)

@@ -22,7 +22,6 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 
 from voxmatch._version import __version__
 from voxmatch.config import Settings
-from voxmatch.extraction import SharedExtractor
 from voxmatch.grpc.services import (
     Comparison,
     Conversion,
@@ -33,6 +32,7 @@ from voxmatch.grpc.services import (
     guard_unary,
 )
 from voxmatch.models.registry import UnknownModelError, describe
+from voxmatch.tasks.shared_extractor import SharedExtractor
 
 SPEAKER_IDENTIFICATION = "phonexia.grpc.technologies.speaker_identification.v1"
 COMPARISON_SERVICE = f"{SPEAKER_IDENTIFICATION}.VoiceprintComparison"

@@ -25,11 +25,11 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 )
 
 from voxmatch.audio import AudioError, RawAudioFormat, RawEncoding, TimeRange, decode
-from voxmatch.extraction import SharedExtractor
 from voxmatch.grpc import _wire
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models.registry import describe
 from voxmatch.scoring import ScoringStopped, score_matrix
+from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import has_speech, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintError, decode_bytes_batch
 

@@ -37,6 +37,8 @@ from voxmatch.models.registry import (
 
 log = logging.getLogger("voxmatch.models")
 
+SUPPORTED_SAMPLE_RATE = 16000
+
 UNCALIBRATED = Calibration(scale=10.0, offset=-4.0)
 """Default score map for a user's model nobody has calibrated: LLR 0 at cosine 0.4, +6 at 1.
 Cosine thresholds of WeSpeaker / 3D-Speaker models usually fall between 0.3 and 0.6, so scores
@@ -307,6 +309,12 @@ def load_onnx_speaker_model(
         )
     num_mel_bins = _feature_bins(session, metadata, path)
     sample_rate = _positive_int(metadata.get("sample_rate", "16000"), "sample_rate", path)
+    if sample_rate != SUPPORTED_SAMPLE_RATE:
+        # Voice activity detection and the audio pipeline work at 16 kHz; an 8 kHz model would
+        # need its own resampling after detection, which voxmatch does not do.
+        raise SpeakerModelError(
+            f"{path}: the model takes {sample_rate} Hz audio; voxmatch runs 16 kHz models only"
+        )
     if "output_dim" not in metadata:
         raise SpeakerModelError(f"{path}: the metadata has no output_dim")
     embedding_dim = _positive_int(metadata["output_dim"], "output_dim", path)

@@ -12,18 +12,15 @@ import numpy.typing as npt
 from fastapi import APIRouter
 
 from voxmatch.config import Settings
+from voxmatch.rest.bodies import check_list_length, decode_body, decode_voiceprints
 from voxmatch.rest.errors import (
-    invalid_json,
-    schema_error,
     validation_error,
-    voiceprint_error,
 )
 from voxmatch.rest.schemas import ComparisonRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.jobs import COMPARISON
 from voxmatch.tasks.store import JsonObject
-from voxmatch.voiceprint import VoiceprintError, decode_base64_batch
 
 TECHNOLOGY = "speaker-identification-voiceprint-comparison"
 
@@ -36,17 +33,6 @@ class _ComparisonBody(msgspec.Struct):
 
 
 _decoder = msgspec.json.Decoder(_ComparisonBody)
-
-
-def check_list_length(field: str, items: list[str], limit: int) -> None:
-    if 1 <= len(items) <= limit:
-        return
-    problem, kind = (
-        ("List should have at least 1 item", "too_short")
-        if not items
-        else (f"List should have at most {limit} items, not {len(items)}", "too_long")
-    )
-    raise validation_error(["body", field], problem, kind, {"limit": limit, "length": len(items)})
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
@@ -65,12 +51,7 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
 
     def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
         started = time.perf_counter()
-        try:
-            parsed = _decoder.decode(body)
-        except msgspec.ValidationError as error:
-            raise schema_error(error) from None
-        except msgspec.DecodeError as error:
-            raise invalid_json(error) from None
+        parsed = decode_body(_decoder, body)
         list_a, list_b = parsed.voiceprints_a, parsed.voiceprints_b
         del parsed
         for field, items in (("voiceprints_a", list_a), ("voiceprints_b", list_b)):
@@ -84,20 +65,14 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
                 "matrix_too_large",
                 {"limit": settings.max_matrix_size},
             )
-        try:
-            batch_a = decode_base64_batch(list_a)
-        except VoiceprintError as error:
-            raise voiceprint_error(error, "voiceprints_a") from None
-        try:
-            batch_b = decode_base64_batch(list_b, model=batch_a.model)
-        except VoiceprintError as error:
-            raise voiceprint_error(error, "voiceprints_b") from None
+        batch_a = decode_voiceprints("voiceprints_a", list_a)
+        batch_b = decode_voiceprints("voiceprints_b", list_b, model=batch_a.model)
         del list_a, list_b
         decoded = time.perf_counter()
         record = submit_or_429(
             runner,
             COMPARISON,
-            params={"model": batch_a.model},
+            params={"model": batch_a.model, "rows": "b"},
             arrays={"a": batch_a.embeddings, "b": batch_b.embeddings},
             request_id=request_id,
             correlation_id=correlation_id,

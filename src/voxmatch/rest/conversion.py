@@ -12,52 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 import numpy.typing as npt
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from voxmatch.config import Settings
-from voxmatch.rest.comparison import check_list_length
-from voxmatch.rest.errors import invalid_json, schema_error, voiceprint_error
+from voxmatch.rest.bodies import decode_voiceprints_body
+from voxmatch.rest.schemas import VoiceprintsRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import CONVERSION
 from voxmatch.vectors import vector_rows
-from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError, decode_base64_batch
 
 TECHNOLOGY = "speaker-identification-voiceprint-conversion"
-
-
-class VoiceprintsRequest(BaseModel):
-    """Documents the body in the OpenAPI document; requests are decoded with msgspec."""
-
-    voiceprints: list[str] = Field(
-        min_length=1, description="Base64 voiceprints, all made by the same model."
-    )
-
-
-class _VoiceprintsBody(msgspec.Struct):
-    voiceprints: list[str]
-
-
-_decoder = msgspec.json.Decoder(_VoiceprintsBody)
-
-
-def decode_voiceprints_body(body: bytes, max_list_length: int) -> VoiceprintBatch:
-    """Parse `{"voiceprints": [...]}` and decode every voiceprint; raise ApiError (400/422)."""
-    try:
-        parsed = _decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise schema_error(error) from None
-    except msgspec.DecodeError as error:
-        raise invalid_json(error) from None
-    check_list_length("voiceprints", parsed.voiceprints, max_list_length)
-    try:
-        return decode_base64_batch(parsed.voiceprints)
-    except VoiceprintError as error:
-        raise voiceprint_error(error, "voiceprints") from None
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:

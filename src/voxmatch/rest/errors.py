@@ -6,7 +6,6 @@ Every error the REST API can give goes through `ApiError` or one of the handlers
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from typing import Any
@@ -19,8 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from voxmatch.voiceprint import VoiceprintError
-
-log = logging.getLogger("voxmatch.rest")
 
 Location = list[str | int]
 Detail = dict[str, Any]
@@ -194,8 +191,3 @@ def install_error_handlers(app: FastAPI) -> None:
             for item in error.errors()
         ]
         return error_response(ApiError(422, "Validation of the request failed.", detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unexpected error while answering %s %s", request.method, request.url.path)
-        return error_response(ApiError(500, "Internal server error.", error_type="internal"))

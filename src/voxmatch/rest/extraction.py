@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from voxmatch.logs import correlation_id_var, request_id_var
-from voxmatch.rest.errors import ApiError, detail_item, validation_error
+from voxmatch.rest.errors import ApiError, detail_item, queue_full, validation_error
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
-from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, submit_or_429
+from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, storage_errors, submit_or_429
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.store import JsonObject
 
@@ -79,9 +79,12 @@ def extraction_router(tasks: TaskApi) -> APIRouter:
     def accept(
         upload: BinaryIO, params: JsonObject, request_id: str, correlation_id: str
     ) -> Response:
+        if runner.queue_length() >= runner.queue_capacity:
+            # Refuse before copying what may be hundreds of megabytes.
+            raise queue_full(runner.queue_capacity, runner.retry_after_seconds)
         staged = runner.store.staging_path()
         try:
-            with staged.open("wb") as target:
+            with storage_errors(), staged.open("wb") as target:
                 shutil.copyfileobj(upload, target, 1 << 20)
             record = submit_or_429(
                 runner,

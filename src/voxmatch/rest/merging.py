@@ -14,7 +14,8 @@ import numpy.typing as npt
 from fastapi import APIRouter
 
 from voxmatch.config import Settings
-from voxmatch.rest.conversion import VoiceprintsRequest, decode_voiceprints_body
+from voxmatch.rest.bodies import decode_voiceprints_body
+from voxmatch.rest.schemas import VoiceprintsRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord
 from voxmatch.tasks.store import JsonObject

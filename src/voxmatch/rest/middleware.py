@@ -53,24 +53,43 @@ class RequestContextMiddleware:
             (_CORRELATION_ID, correlation_id.encode("ascii")),
         ]
         status = 500
-        started = time.perf_counter()
+        started = False
+        began = time.perf_counter()
 
         async def send_with_ids(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message["headers"] = [*message.get("headers", []), *echoed]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_ids)
+        except Exception:
+            # Answered here rather than by Starlette's outermost handler, so that even this
+            # answer carries the ids, and the log line that explains it does too.
+            access_log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            if not started:
+                body = error_body("internal", "Internal server error.", [])
+                await send_with_ids(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
         finally:
             access_log.info(
                 "%s %s %d %.1f ms",
                 scope["method"],
                 scope["path"],
                 status,
-                1000 * (time.perf_counter() - started),
+                1000 * (time.perf_counter() - began),
             )
             request_id_var.reset(request_token)
             correlation_id_var.reset(correlation_token)

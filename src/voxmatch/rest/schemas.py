@@ -59,6 +59,12 @@ class ComparisonRequest(BaseModel):
     )
 
 
+class VoiceprintsRequest(BaseModel):
+    voiceprints: list[str] = Field(
+        min_length=1, description="Base64 voiceprints, all made by the same model."
+    )
+
+
 class ScoreMatrix(BaseModel):
     rows_count: int = Field(description="len(voiceprints_b)")
     columns_count: int = Field(description="len(voiceprints_a)")
@@ -85,5 +91,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "The body is larger than allowed (`request.size-limit-exceeded`).",
         422: "The request data failed validation (`request.validation-error`).",
         429: "The task queue is full; see `retry-after` (`request.rate-limit-exceeded`).",
+        507: "The server's disk is full; the task was not accepted (`storage.capacity-exceeded`).",
     }.items()
 }

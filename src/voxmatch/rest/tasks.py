@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,20 +65,36 @@ def accepted(technology: str, record: TaskRecord, runner: TaskRunner) -> Respons
     )
 
 
-def submit_or_429(runner: TaskRunner, kind: str, **arguments: Any) -> TaskRecord:
-    """Submit, answering 429 when the queue is full and 507 when the disk is."""
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn a full disk, while a task's files are written, into 507 instead of a 500."""
     try:
-        return runner.submit(kind, **arguments)
-    except QueueFull as full:
-        raise queue_full(full.capacity, full.retry_after) from None
+        yield
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise ApiError(
-            507,
-            "The server's storage is full; the task was not accepted.",
-            [detail_item([], str(error), "storage.capacity-exceeded")],
-        ) from None
+        raise _storage_full(str(error)) from None
+    except sqlite3.OperationalError as error:
+        if "full" not in str(error):
+            raise
+        raise _storage_full(str(error)) from None
+
+
+def _storage_full(reason: str) -> ApiError:
+    return ApiError(
+        507,
+        "The server's storage is full; the task was not accepted.",
+        [detail_item([], reason, "storage.capacity-exceeded")],
+    )
+
+
+def submit_or_429(runner: TaskRunner, kind: str, **arguments: Any) -> TaskRecord:
+    """Submit, answering 429 when the queue is full and 507 when the disk is."""
+    try:
+        with storage_errors():
+            return runner.submit(kind, **arguments)
+    except QueueFull as full:
+        raise queue_full(full.capacity, full.retry_after) from None
 
 
 JsonAccept = Callable[[bytes, str, str], TaskRecord]

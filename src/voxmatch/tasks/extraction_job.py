@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from voxmatch.audio import AudioError, TimeRange, decode
-from voxmatch.extraction import SharedExtractor
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
+from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
@@ -20,16 +20,18 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
         try:
+            # Only the channels asked for are decoded: memory follows what is used.
             audio = decode(
                 context.file("audio"),
                 time_range=TimeRange(params.get("start"), params.get("end")),
+                channels=params["channels"],
                 max_duration=max_audio_seconds,
             )
             results = extractor.get().extract_audio(
                 audio,
                 channel_mode=params["channel_mode"],
-                channels=params["channels"],
                 max_speech_seconds=params.get("max_speech_length"),
+                should_stop=context.should_stop,
             )
         except AudioError as error:
             raise TaskRejected(

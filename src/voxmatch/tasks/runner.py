@@ -103,6 +103,9 @@ class _Fresh:
     needs_files: bool
     durable: threading.Event = field(default_factory=threading.Event)
     lost: bool = False
+    taken: bool = False
+    """A worker has it. Read and written under the runner's condition, together with
+    `durable`, so that exactly one side marks the row running once it exists."""
 
     def settled(self) -> bool:
         """Wait until the task is on disk; False if writing it failed."""
@@ -160,10 +163,10 @@ class TaskRunner:
 
     def document(self, task_id: str, name: str) -> bytes | None:
         """A rendered document of a done task, if still in memory."""
-        return self._documents.get((task_id, name))
+        return self._documents.get(task_id, name)
 
     def keep_document(self, task_id: str, name: str, content: bytes) -> None:
-        self._documents.put((task_id, name), content)
+        self._documents.put(task_id, {name: content})
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -180,16 +183,21 @@ class TaskRunner:
         self._threads.append(sweeper)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Take no new work; give running tasks `timeout` seconds to finish, and put back in
+        the queue, without counting it as a failed attempt, any that did not."""
         self._stopping.set()
         with self._condition:
             self._condition.notify_all()
-            running = list(self._running.values())
-        for event in running:
-            event.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
+        with self._condition:
+            unfinished = list(self._running)
+        for task_id in unfinished:
+            self.store.requeue(task_id, count_attempt=False)
+        if unfinished:
+            log.info("%d running tasks will run again at the next start", len(unfinished))
         self._writer.shutdown(wait=False, cancel_futures=True)
 
     def _recover(self) -> None:
@@ -269,17 +277,21 @@ class TaskRunner:
                 self._fresh.pop(record.id, None)
             fresh.durable.set()
             raise
-        fresh.durable.set()
+        with self._condition:
+            fresh.durable.set()
+            taken = fresh.taken
+        if taken:
+            # A worker started on the in-memory inputs before the row existed.
+            self.store.mark_running(record.id)
         log.info("accepted %s task %s", kind, record.id)
         return stored
 
     def get(self, task_id: str) -> TaskRecord | None:
-        """The task, or None when unknown or expired (an expired task is deleted on sight)."""
+        """The task, or None when unknown or expired (the sweeper deletes expired tasks)."""
         record = self.store.get(task_id)
         if record is None:
             return None
         if record.finished is not None and record.finished + self.task_ttl_seconds < time.time():
-            self._delete(task_id)
             return None
         return record
 
@@ -336,13 +348,16 @@ class TaskRunner:
         with self._condition:
             fresh = self._fresh.pop(task_id, None)
             cancelled = self._running[task_id]
+            if fresh is not None:
+                fresh.taken = True
+                on_disk = fresh.durable.is_set()
         if fresh is not None:
             if fresh.needs_files and not fresh.settled():
                 return None
-            if fresh.durable.is_set() and not self.store.mark_running(task_id):
+            if on_disk and not self.store.mark_running(task_id):
                 return None
-            # Not yet on disk: work on the in-memory inputs now, record the result once the
-            # task exists (the row then goes from pending straight to done).
+            # Not yet on disk: work on the in-memory inputs now; `submit` marks the row running
+            # once it exists, and the result is recorded only after that.
             return TaskContext(fresh.record, self.store, fresh.arrays, cancelled), fresh
         if not self.store.mark_running(task_id):
             return None
@@ -365,51 +380,66 @@ class TaskRunner:
         record = context.record
         with request_ids(record.request_id, record.correlation_id):
             began = time.perf_counter()
-            written: Future[bool] | None = None
             try:
-                outcome = self.handlers[record.kind](context)
-                if outcome.arrays:
-                    # The disk write releases the GIL, rendering holds it: do both at once.
-                    written = self._writer.submit(self._write_results, task_id, fresh, outcome)
-                documents = {
-                    name: render(record, outcome)
-                    for name, render in self._renderers.get(record.kind, [])
-                }
+                if self._complete(context, fresh):
+                    log.info(
+                        "task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - began)
+                    )
             except TaskRejected as rejection:
                 log.info("task %s rejected: %s", task_id, rejection.message)
-                if fresh is None or fresh.settled():
-                    self.store.mark_finished_with_error(
-                        task_id,
-                        TaskState.REJECTED,
-                        {
-                            "type": "task.validation-error",
-                            "message": rejection.message,
-                            "detail": rejection.detail,
-                        },
-                    )
-                return
+                self._finish_with_error(
+                    task_id,
+                    fresh,
+                    TaskState.REJECTED,
+                    {
+                        "type": "task.validation-error",
+                        "message": rejection.message,
+                        "detail": rejection.detail,
+                    },
+                )
             except Exception as error:
                 if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
                     return
                 log.error("task %s failed: %s\n%s", task_id, error, traceback.format_exc().rstrip())
-                if fresh is None or fresh.settled():
-                    self.store.mark_finished_with_error(
-                        task_id,
-                        TaskState.FAILED,
-                        _internal_error(f"processing failed: {type(error).__name__}: {error}"),
-                    )
-                return
-            if fresh is not None and not fresh.settled():
-                return
-            if written is not None and not written.result():
-                return
-            if context.should_stop():
-                return
-            if self.store.mark_done(task_id, outcome.result):
-                for name, content in documents.items():
-                    self._documents.put((task_id, name), content)
-                log.info("task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - began))
+                self._finish_with_error(
+                    task_id,
+                    fresh,
+                    TaskState.FAILED,
+                    _internal_error(f"processing failed: {type(error).__name__}: {error}"),
+                )
+
+    def _complete(self, context: TaskContext, fresh: _Fresh | None) -> bool:
+        """Run the handler, render, store the result; False if the task went away meanwhile."""
+        record = context.record
+        outcome = self.handlers[record.kind](context)
+        written: Future[bool] | None = None
+        if outcome.arrays:
+            # The disk write releases the GIL, rendering holds it: do both at once.
+            written = self._writer.submit(self._write_results, record.id, fresh, outcome)
+        documents = {
+            name: render(record, outcome) for name, render in self._renderers.get(record.kind, [])
+        }
+        if fresh is not None and not fresh.settled():
+            return False
+        if written is not None and not written.result():
+            return False
+        if context.should_stop() or not self.store.mark_done(record.id, outcome.result):
+            return False
+        self._documents.put(record.id, documents)
+        return True
+
+    def _finish_with_error(
+        self, task_id: str, fresh: _Fresh | None, state: TaskState, error: JsonObject
+    ) -> None:
+        if fresh is not None and not fresh.settled():
+            return
+        try:
+            self.store.mark_finished_with_error(task_id, state, error)
+        except Exception:
+            # Even the error cannot be recorded (disk full?): the task stays unfinished in the
+            # store and runs again after a restart, rather than being reported wrongly.
+            log.exception("task %s: cannot record its %s state", task_id, state.value)
 
     def _write_results(self, task_id: str, fresh: _Fresh | None, outcome: TaskOutcome) -> bool:
         if fresh is not None and not fresh.settled():
@@ -433,7 +463,7 @@ class TaskRunner:
 
 
 class _DocumentCache:
-    """Recently rendered documents, least recently used dropped first beyond a byte budget.
+    """Recently rendered documents of tasks, least recently used dropped beyond a byte budget.
 
     Rendered forms are derived from the durable result arrays and can be rendered again, so
     they live in memory rather than costing a second disk write per task.
@@ -442,33 +472,33 @@ class _DocumentCache:
     def __init__(self, budget_bytes: int) -> None:
         self._budget = budget_bytes
         self._size = 0
-        self._entries: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[str, dict[str, bytes]] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str]) -> bytes | None:
+    def get(self, task_id: str, name: str) -> bytes | None:
         with self._lock:
-            content = self._entries.get(key)
-            if content is not None:
-                self._entries.move_to_end(key)
-            return content
+            documents = self._entries.get(task_id)
+            if documents is None:
+                return None
+            self._entries.move_to_end(task_id)
+            return documents.get(name)
 
-    def put(self, key: tuple[str, str], content: bytes) -> None:
-        if len(content) > self._budget:
-            return
+    def put(self, task_id: str, documents: Mapping[str, bytes]) -> None:
         with self._lock:
-            previous = self._entries.pop(key, None)
-            if previous is not None:
-                self._size -= len(previous)
-            self._entries[key] = content
-            self._size += len(content)
-            while self._size > self._budget:
+            kept = self._entries.setdefault(task_id, {})
+            for name, content in documents.items():
+                self._size += len(content) - len(kept.get(name, b""))
+                kept[name] = content
+            self._entries.move_to_end(task_id)
+            while self._size > self._budget and self._entries:
                 _, dropped = self._entries.popitem(last=False)
-                self._size -= len(dropped)
+                self._size -= sum(len(content) for content in dropped.values())
 
     def drop_task(self, task_id: str) -> None:
         with self._lock:
-            for key in [key for key in self._entries if key[0] == task_id]:
-                self._size -= len(self._entries.pop(key))
+            dropped = self._entries.pop(task_id, None)
+            if dropped is not None:
+                self._size -= sum(len(content) for content in dropped.values())
 
 
 def _internal_error(message: str) -> JsonObject:

@@ -125,14 +125,13 @@ class TaskStore:
         kind: str,
         params: JsonObject,
         *,
-        task_id: str | None = None,
+        task_id: str,
         arrays: Mapping[str, npt.NDArray[Any]] | None = None,
         files: Mapping[str, Path] | None = None,
         request_id: str | None = None,
         correlation_id: str | None = None,
     ) -> TaskRecord:
         """Persist a new pending task: its input files first, then its row."""
-        task_id = task_id or str(uuid.uuid4())
         folder = self.task_dir(task_id)
         folder.mkdir()
         try:
@@ -209,16 +208,8 @@ class TaskStore:
             return False  # the task was deleted while its result was being written
         return True
 
-    def mark_done(
-        self,
-        task_id: str,
-        result: JsonObject,
-        arrays: Mapping[str, npt.NDArray[Any]] | None = None,
-    ) -> bool:
-        """Store the result arrays (if not written already), then flip the row to done; False
-        if the task is gone."""
-        if arrays and not self.write_result_arrays(task_id, arrays):
-            return False
+    def mark_done(self, task_id: str, result: JsonObject) -> bool:
+        """Flip the row to done (its result arrays already written); False if it is gone."""
         return self._finish(task_id, TaskState.DONE, result=result)
 
     def mark_finished_with_error(self, task_id: str, state: TaskState, error: JsonObject) -> bool:
@@ -253,12 +244,15 @@ class TaskStore:
             self._discard_inputs(task_id)
         return finished
 
-    def requeue(self, task_id: str) -> None:
-        """Put a task that was running when the process died back to pending."""
+    def requeue(self, task_id: str, *, count_attempt: bool = True) -> None:
+        """Put a running task back to pending: after a crash (the attempt counts, in case the
+        task is what crashes the process) or at a clean shutdown (it does not)."""
+        refund = 0 if count_attempt else 1
         with self._transaction() as db:
             db.execute(
-                "UPDATE tasks SET state = ?, updated = ? WHERE id = ? AND state = ?",
-                (TaskState.PENDING.value, time.time(), task_id, TaskState.RUNNING.value),
+                "UPDATE tasks SET state = ?, updated = ?, attempts = MAX(attempts - ?, 0)"
+                " WHERE id = ? AND state = ?",
+                (TaskState.PENDING.value, time.time(), refund, task_id, TaskState.RUNNING.value),
             )
 
     def delete(self, task_id: str) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from voxmatch.merging import merge_voiceprints
-from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome
+from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
 from voxmatch.vectors import vector_voiceprints
-from voxmatch.voiceprint import VoiceprintBatch
+from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError
 
 CONVERSION = "conversion"
 MERGING = "merging"
@@ -40,7 +40,15 @@ def convert(context: TaskContext) -> TaskOutcome:
 
 def merge(context: TaskContext) -> TaskOutcome:
     """Result {"voiceprint" (base64), "speech_length", "model"}."""
-    merged = merge_voiceprints(_batch(context, with_speech_lengths=True))
+    try:
+        merged = merge_voiceprints(_batch(context, with_speech_lengths=True))
+    except VoiceprintError as error:
+        # Valid inputs can still merge into no valid voiceprint (speech lengths summing past
+        # what a voiceprint can hold).
+        raise TaskRejected(
+            f"The voiceprints cannot be merged: {error}",
+            [{"location": ["voiceprints"], "message": str(error), "type": error.reason}],
+        ) from None
     return TaskOutcome(
         result={
             "voiceprint": merged.to_base64(),
