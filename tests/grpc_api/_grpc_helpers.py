@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator, Sequence
 from itertools import zip_longest
+from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 import soundfile as sf
 from phonexia.grpc.common import core_pb2
 from phonexia.grpc.technologies.speaker_identification.v1 import (
@@ -126,3 +130,19 @@ def extract(server: RunningServer, requests: Iterator[sid.ExtractRequest]) -> si
 
 def seconds(duration: object) -> float:
     return float(duration.seconds + duration.nanos / 1e9)  # type: ignore[attr-defined]
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed: cannot make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from _grpc_helpers import PHONEXIA_BATCH, channel, compare, compare_requests, grpc_address
+from _grpc_helpers import (
+    PHONEXIA_BATCH,
+    channel,
+    compare,
+    compare_requests,
+    grpc_address,
+    self_signed_certificate,
+)
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phonexia.grpc.common import core_pb2, status_pb2, status_pb2_grpc
@@ -217,22 +222,6 @@ def test_status_and_health(server: RunningServer) -> None:
     limit = wrappers_pb2.Int64Value()
     assert status.configuration["max_list_length"].Unpack(limit)
     assert limit.value == 50_000
-
-
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_tls(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from _grpc_helpers import grpc_address, wav_bytes
+from _grpc_helpers import grpc_address, self_signed_certificate, wav_bytes
 
 from _helpers import (
     COMPARISON,
@@ -353,18 +353,7 @@ def test_merge_and_convert(
 def test_tls_with_the_clients_default_secure_channel(
     tmp_path: Path, extraction_client: Path
 ) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed: cannot make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     secure = start_server(
         tmp_path / "data",
         {**model_env(), "VOXMATCH_TLS_CERT": str(cert), "VOXMATCH_TLS_KEY": str(key)},

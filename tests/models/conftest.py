@@ -7,7 +7,6 @@ The cache is the one the project's test tooling shares (VOXMATCH_TEST_CACHE, els
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,22 +14,12 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
-from voxmatch.assets import RegistryAsset, locate
+from voxmatch import _corpora
+from voxmatch.assets import locate
 from voxmatch.models.registry import CAMPPLUS, CAMPPLUS_WEIGHTS
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
 
 SAMPLE_RATE = 16000
-
-AMI_DEV00 = RegistryAsset(
-    filename="dev00.wav",
-    package="pyannote-audio",
-    distribution="pyannote_audio-4.0.7.tar.gz",
-    member="pyannote_audio-4.0.7/tests/data/dev00.wav",
-    sha256="187386cda67317574da5b30068a8b853e52cc6df0d13abfec381912dfa9e7461",
-    size=1_920_062,
-)
-"""30 s of an AMI meeting. Its RTTM (debug.development.rttm) has MEE009 alone from 1.44 s to
-13.15 s and MEE012 alone from 13.31 s to 16.92 s."""
 
 CLIP_SPANS = {
     "MEE009 first half": (1.5, 7.3),
@@ -39,14 +28,9 @@ CLIP_SPANS = {
 }
 
 
-def shared_cache_root() -> Path:
-    configured = os.environ.get("VOXMATCH_TEST_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "voxmatch"
-
-
 @pytest.fixture(scope="session")
 def models_cache() -> Path:
-    return shared_cache_root() / "models"
+    return _corpora.models_cache_dir()
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +41,7 @@ def campplus_weights(models_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def meeting_speech() -> npt.NDArray[np.float32]:
     """dev00.wav of the pyannote.audio test data: 16 kHz mono floats."""
-    path = locate(AMI_DEV00, shared_cache_root() / "corpora" / "pyannote-audio-4.0.7")
-    samples, rate = sf.read(path, dtype="float32")
+    samples, rate = sf.read(_corpora.ami_path("dev00"), dtype="float32")
     assert rate == SAMPLE_RATE
     return np.asarray(samples, dtype=np.float32)
 
