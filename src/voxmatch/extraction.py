@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from voxmatch.audio import DecodedAudio
+from voxmatch.audio import (
+    DEFAULT_MAX_DURATION,
+    DecodedAudio,
+    RawAudioFormat,
+    Source,
+    TimeRange,
+    decode,
+)
 from voxmatch.models.registry import ModelDescription, describe
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
 from voxmatch.vad import VoiceActivityDetector
@@ -120,6 +127,38 @@ class Extractor:
             extraction = self.extract(signal.samples, max_speech_seconds=max_speech_seconds)
             results.append(ChannelExtraction(signal.channel_number, extraction))
         return results
+
+    def extract_source(
+        self,
+        source: Source,
+        *,
+        raw: RawAudioFormat | None = None,
+        time_range: TimeRange | None = None,
+        channel_mode: str = "split",
+        channels: Sequence[int] | None = None,
+        max_speech_seconds: float | None = None,
+        max_duration: float = DEFAULT_MAX_DURATION,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[ChannelExtraction]:
+        """Decode a file (path or bytes) and extract one voiceprint per channel, or of the mix.
+
+        Raises AudioError when the audio cannot be used and ExtractionStopped when
+        `should_stop` says so.
+        """
+        audio = decode(
+            source,
+            raw=raw,
+            time_range=time_range,
+            channels=channels,
+            sample_rate=self.sample_rate,
+            max_duration=max_duration,
+        )
+        return self.extract_audio(
+            audio,
+            channel_mode=channel_mode,
+            max_speech_seconds=max_speech_seconds,
+            should_stop=should_stop,
+        )
 
     def _embed(self, speech: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         chunk_samples = int(self.chunk_seconds * self.sample_rate)
