@@ -83,11 +83,14 @@ def serve(
     flags = {"host": host, "port": port, "grpc_port": grpc_port, "data_dir": data_dir}
     overrides.update({name: value for name, value in flags.items() if value is not None})
     settings = _settings(config, **overrides)
+    from voxmatch.api_keys import KeyFileError
     from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.server import serve as run_server
 
     try:
         run_server(settings)
+    except KeyFileError as error:
+        _fail(str(error), code=2)
     except SpeakerModelError as error:
         _fail(f"cannot use the configured model: {error}", code=2)
     except OSError as error:
@@ -313,6 +316,38 @@ def pull_models(
         _fail(str(error))
     for path in paths:
         typer.echo(f"{path}\t{path.stat().st_size} bytes\tSHA-256 verified")
+
+
+keys_app = typer.Typer(help="API keys: when `api_keys_file` is set, requests need a key.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def add_api_key(
+    name: Annotated[str, typer.Argument(help="Who the key is for: one word, unique in the file.")],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Key file to append to (created owner-only) [default: the configured"
+            " api_keys_file]",
+            dir_okay=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make a new API key, print it (this once only: the file keeps its hash) and add it."""
+    from voxmatch.api_keys import KeyFileError, add_key
+
+    target = file or _settings(config).api_keys_file
+    if target is None:
+        _fail("no key file: give --file F or set api_keys_file (VOXMATCH_API_KEYS_FILE)", code=2)
+    try:
+        key = add_key(target, name)
+    except KeyFileError as error:
+        _fail(str(error), code=2)
+    typer.echo(key)
+    typer.echo(f"added key {name!r} to {target}; it is not shown again", err=True)
 
 
 def main() -> None:

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."
     )
+    api_keys_file: Path | None = Field(
+        None,
+        description="File of API keys (`voxmatch keys add NAME`): when set, every request needs"
+        " a key, and a task is seen only by the key that created it. See docs/api-keys.md.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

@@ -12,6 +12,7 @@ import uvicorn
 from threadpoolctl import threadpool_limits
 
 from voxmatch._malloc import retain_freed_memory
+from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
@@ -78,9 +79,13 @@ def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
 def serve(settings: Settings) -> None:
     """Serve until interrupted (SIGINT or SIGTERM)."""
     configure_logging(settings.log_level)
+    # Read first: a bad key file stops the server before it touches anything.
+    api_keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
+    if api_keys is not None:
+        log.info("API keys required: %d keys in %s", len(api_keys), settings.api_keys_file)
     retain_freed_memory()
     threadpool_limits(settings.blas_threads, user_api="blas")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _make_private_data_dir(settings.data_dir)
     extractor = build_extractor(settings)
     runner = build_runner(settings, extractor)
     runner.start()
@@ -88,10 +93,10 @@ def serve(settings: Settings) -> None:
     try:
         grpc_endpoints = {}
         if settings.grpc_enabled:
-            grpc_server, grpc_port = build_grpc_server(settings, extractor)
+            grpc_server, grpc_port = build_grpc_server(settings, extractor, api_keys=api_keys)
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, grpc_endpoints))
+        asyncio.run(_serve(settings, runner, grpc_endpoints, api_keys))
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
@@ -100,8 +105,10 @@ def serve(settings: Settings) -> None:
         (settings.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
 
 
-async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, str]) -> None:
-    app = create_app(settings, runner)
+async def _serve(
+    settings: Settings, runner: TaskRunner, endpoints: dict[str, str], api_keys: KeyRing | None
+) -> None:
+    app = create_app(settings, runner, api_keys=api_keys)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -131,6 +138,18 @@ async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, st
         settings.data_dir.resolve(),
     )
     await serving
+
+
+def _make_private_data_dir(data_dir: Path) -> None:
+    """Everything the server writes (the database and its WAL, task files, results, the model
+    cache, endpoints.json), by voxmatch or by a library, is readable by its user only: the
+    umask covers what is created from now on, the folder's own mode what was there before."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.chmod(0o700)
+    except PermissionError:
+        log.warning("cannot make the data folder %s private: it belongs to another user", data_dir)
 
 
 def _write_endpoints(data_dir: Path, endpoints: dict[str, str]) -> None:

@@ -21,7 +21,9 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 )
 
 from voxmatch._version import __version__
+from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
+from voxmatch.grpc.auth import ApiKeyInterceptor
 from voxmatch.grpc.services import (
     Comparison,
     Conversion,
@@ -185,11 +187,14 @@ def grpc_target(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def build_grpc_server(settings: Settings, extractor: SharedExtractor) -> tuple[grpc.Server, int]:
+def build_grpc_server(
+    settings: Settings, extractor: SharedExtractor, *, api_keys: KeyRing | None
+) -> tuple[grpc.Server, int]:
     """The gRPC server with every service registered, bound but not started, and its port.
 
-    TLS when `tls_cert` and `tls_key` are set, plaintext otherwise. Raises OSError when the
-    address cannot be bound or the certificate files cannot be read.
+    TLS when `tls_cert` and `tls_key` are set, plaintext otherwise. Calls need a key of
+    `api_keys` when given. Raises OSError when the address cannot be bound or the certificate
+    files cannot be read.
     """
     options = [
         # Without this, Linux lets a second server bind the same port and share its calls.
@@ -202,6 +207,7 @@ def build_grpc_server(settings: Settings, extractor: SharedExtractor) -> tuple[g
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxmatch-grpc"),
         handlers=_handlers(settings, extractor),
+        interceptors=[ApiKeyInterceptor(api_keys)] if api_keys is not None else [],
         options=options,
         maximum_concurrent_rpcs=workers,
     )

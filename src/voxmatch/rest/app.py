@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from voxmatch._version import __version__
+from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
 from voxmatch.rest import comparison, conversion, extraction, merging, system
+from voxmatch.rest.auth import ApiKeyMiddleware
 from voxmatch.rest.errors import install_error_handlers
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from voxmatch.rest.tasks import TaskApi
@@ -16,7 +18,7 @@ from voxmatch.tasks import TaskRunner
 _MULTIPART_ALLOWANCE = 64 * 1024
 
 
-def create_app(settings: Settings, runner: TaskRunner) -> FastAPI:
+def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | None) -> FastAPI:
     app = FastAPI(
         title="voxmatch",
         version=__version__,
@@ -44,5 +46,8 @@ def create_app(settings: Settings, runner: TaskRunner) -> FastAPI:
 
     # Added last so that it runs first: ids are attached even to 413 answers.
     app.add_middleware(BodySizeLimitMiddleware, limit_for_path=limit_for_path)
+    if api_keys is not None:
+        # Outside the size limit: a client without a key learns nothing, not even the limits.
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys)
     app.add_middleware(RequestContextMiddleware)
     return app

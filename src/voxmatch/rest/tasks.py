@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from voxmatch.logs import correlation_id_var, request_id_var
+from voxmatch.rest.auth import requester_var, visible_to_requester
 from voxmatch.rest.errors import ApiError, detail_item, not_found, queue_full
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted, TaskResponse
 from voxmatch.tasks import QueueFull, TaskOutcome, TaskRecord, TaskRunner, TaskState
@@ -92,7 +93,7 @@ def submit_or_429(runner: TaskRunner, kind: str, **arguments: Any) -> TaskRecord
     """Submit, answering 429 when the queue is full and 507 when the disk is."""
     try:
         with storage_errors():
-            return runner.submit(kind, **arguments)
+            return runner.submit(kind, owner=requester_var.get(), **arguments)
     except QueueFull as full:
         raise queue_full(full.capacity, full.retry_after) from None
 
@@ -250,7 +251,7 @@ def add_task_routes(
 
     def find(task_id: uuid.UUID) -> TaskRecord:
         record = runner.get(str(task_id))
-        if record is None or record.kind != kind:
+        if record is None or record.kind != kind or not visible_to_requester(record.owner):
             raise not_found(str(task_id))
         return record
 

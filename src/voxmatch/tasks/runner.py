@@ -232,9 +232,10 @@ class TaskRunner:
         files: Mapping[str, Path] | None = None,
         request_id: str | None = None,
         correlation_id: str | None = None,
+        owner: str | None = None,
     ) -> TaskRecord:
         """Persist and queue a task; the returned task is on disk. Raises QueueFull (and
-        persists nothing) when the queue is full."""
+        persists nothing) when the queue is full. `owner` names the API key it belongs to."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for task kind {kind!r}")
         now = time.time()
@@ -251,6 +252,7 @@ class TaskRunner:
             error=None,
             request_id=request_id,
             correlation_id=correlation_id,
+            owner=owner,
         )
         fresh = _Fresh(record, arrays or {}, needs_files=bool(files))
         with self._condition:
@@ -268,6 +270,7 @@ class TaskRunner:
                 files=files,
                 request_id=request_id,
                 correlation_id=correlation_id,
+                owner=owner,
             )
         except BaseException:
             fresh.lost = True

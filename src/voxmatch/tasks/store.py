@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     result TEXT,
     error TEXT,
     request_id TEXT,
-    correlation_id TEXT
+    correlation_id TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, created);
 CREATE INDEX IF NOT EXISTS tasks_by_finished ON tasks (finished) WHERE finished IS NOT NULL;
@@ -77,6 +78,8 @@ class TaskRecord:
     error: JsonObject | None
     request_id: str | None
     correlation_id: str | None
+    owner: str | None = None
+    """The NAME of the API key that created the task; None when keys are off."""
 
 
 class TaskStore:
@@ -96,6 +99,13 @@ class TaskStore:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        self._add_owner_column()
+
+    def _add_owner_column(self) -> None:
+        """Databases made before API keys have no owner column: their tasks are nobody's."""
+        columns = {str(row[1]) for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "owner" not in columns:
+            self._db.execute("ALTER TABLE tasks ADD COLUMN owner TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -130,6 +140,7 @@ class TaskStore:
         files: Mapping[str, Path] | None = None,
         request_id: str | None = None,
         correlation_id: str | None = None,
+        owner: str | None = None,
     ) -> TaskRecord:
         """Persist a new pending task: its input files first, then its row."""
         folder = self.task_dir(task_id)
@@ -148,7 +159,7 @@ class TaskStore:
             with self._transaction() as db:
                 db.execute(
                     "INSERT INTO tasks (id, kind, state, created, updated, params, request_id,"
-                    " correlation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " correlation_id, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         task_id,
                         kind,
@@ -158,6 +169,7 @@ class TaskStore:
                         json.dumps(params),
                         request_id,
                         correlation_id,
+                        owner,
                     ),
                 )
         except BaseException:
@@ -171,7 +183,7 @@ class TaskStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, kind, state, created, updated, finished, attempts, params, result,"
-                " error, request_id, correlation_id FROM tasks WHERE id = ?",
+                " error, request_id, correlation_id, owner FROM tasks WHERE id = ?",
                 (task_id,),
             ).fetchone()
         return None if row is None else _record(row)
@@ -266,7 +278,7 @@ class TaskStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, kind, state, created, updated, finished, attempts, params, result,"
-                " error, request_id, correlation_id FROM tasks WHERE state IN (?, ?)"
+                " error, request_id, correlation_id, owner FROM tasks WHERE state IN (?, ?)"
                 " ORDER BY created",
                 (TaskState.PENDING.value, TaskState.RUNNING.value),
             ).fetchall()
@@ -342,4 +354,5 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         error=None if row[9] is None else json.loads(row[9]),
         request_id=row[10],
         correlation_id=row[11],
+        owner=row[12],
     )
