@@ -7,7 +7,7 @@ A call is refused before its handler runs and before a request message is read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
@@ -40,7 +40,13 @@ def _refusal(message: str) -> Callable[[Any, grpc.ServicerContext], NoReturn]:
     return refuse
 
 
-class ApiKeyInterceptor(grpc.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+else:  # generic only in the type stubs
+    _Interceptor = grpc.ServerInterceptor
+
+
+class ApiKeyInterceptor(_Interceptor):
     """Refuse calls whose `x-api-key` metadata (or `authorization: Bearer KEY`) is missing or
     not in the key file."""
 
