@@ -82,7 +82,7 @@ def serve(settings: Settings) -> None:
     # Read first: a bad key file stops the server before it touches anything.
     api_keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     if api_keys is not None:
-        log.info("API keys required: %d keys in %s", len(api_keys), settings.api_keys_file)
+        log.info("API keys required (%d in %s)", len(api_keys), settings.api_keys_file)
     retain_freed_memory()
     threadpool_limits(settings.blas_threads, user_api="blas")
     _make_private_data_dir(settings.data_dir)

@@ -36,7 +36,10 @@ def test_the_owner_is_stored_with_the_task(tmp_path: Path) -> None:
     assert anonymous.owner is None
     store.close()
     reopened = TaskStore(tmp_path)
-    assert [record.owner for record in reopened.unfinished()] == ["alice", None]
+    assert {record.id: record.owner for record in reopened.unfinished()} == {
+        "t1": "alice",
+        "t2": None,
+    }
 
 
 def test_a_database_without_the_owner_column_opens_and_gains_it(tmp_path: Path) -> None:

@@ -7,11 +7,14 @@ A call is refused before its handler runs and before a request message is read.
 from __future__ import annotations
 
 from collections.abc import Callable
+import logging
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
 from voxmatch.api_keys import KeyRing
+
+log = logging.getLogger("voxmatch.grpc")
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/",)
 
@@ -64,11 +67,13 @@ class ApiKeyInterceptor(_Interceptor):
         key = _presented_key(handler_call_details.invocation_metadata)
         if self.keys.owner_of(key) is not None:
             return handler
-        refuse = _refusal(
+        reason = (
             "the API key is not valid"
             if key is not None
             else "an API key is required: send it as x-api-key metadata"
         )
+        log.info("%s: UNAUTHENTICATED: %s", handler_call_details.method, reason)
+        refuse = _refusal(reason)
         # The refusal has the call's shape, so that grpc reads and answers it as it would
         # have the real method.
         if handler.request_streaming and handler.response_streaming:
