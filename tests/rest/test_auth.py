@@ -144,7 +144,17 @@ def test_the_api_description_and_docs_page_stay_open(keyed: KeyedServer) -> None
     anonymous = keyed.client()
     description = anonymous.get("/openapi.json")
     assert description.status_code == 200
-    assert COMPARISON in description.json()["paths"]
+    schema = description.json()
+    # Described, so that the docs page's Authorize button sends the key.
+    assert schema["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+    }
+    assert schema["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    assert "401" in schema["paths"][COMPARISON]["post"]["responses"]
+    assert schema["paths"]["/api/system/info"]["get"]["security"] == []
+    assert "security" not in schema["paths"]["/api/system/status"]["get"]
     docs = anonymous.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
@@ -163,3 +173,4 @@ def test_without_keys_nothing_changes(server: RunningServer) -> None:
     assert wait_for_task(client, accepted.headers["location"]).json()["task"]["state"] == "done"
     assert client.get("/api/system/status").status_code == 200
     assert client.delete(accepted.headers["location"]).status_code == 204
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})

@@ -6,8 +6,8 @@ A call is refused before its handler runs and before a request message is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc

@@ -8,7 +8,7 @@ from voxmatch._version import __version__
 from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
 from voxmatch.rest import comparison, conversion, extraction, merging, system
-from voxmatch.rest.auth import ApiKeyMiddleware
+from voxmatch.rest.auth import install_api_keys
 from voxmatch.rest.errors import install_error_handlers
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from voxmatch.rest.tasks import TaskApi
@@ -48,6 +48,6 @@ def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | No
     app.add_middleware(BodySizeLimitMiddleware, limit_for_path=limit_for_path)
     if api_keys is not None:
         # Outside the size limit: a client without a key learns nothing, not even the limits.
-        app.add_middleware(ApiKeyMiddleware, keys=api_keys)
+        install_api_keys(app, api_keys)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -10,7 +10,9 @@ the route code that creates and finds tasks reads it, and it reaches the worker 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxmatch.api_keys import KeyRing
@@ -19,7 +21,7 @@ from voxmatch.rest.errors import ApiError, detail_item, error_body
 UNAUTHORIZED_TYPE = "request.unauthorized"
 
 OPEN_PATHS = frozenset(
-    {"/api/system/info", "/openapi.json", "/docs", "/redoc", "/health/live", "/health/ready"}
+    {"/api/system/info", "/openapi.json", "/docs", "/health/live", "/health/ready"}
 )
 """Answered without a key: the version, the API's description (public anyway), and the probes
 that orchestrators call without credentials. Everything else needs a key."""
@@ -40,6 +42,40 @@ def visible_to_requester(owner: str | None) -> bool:
 
 def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PATH_PREFIXES)
+
+
+def install_api_keys(app: FastAPI, keys: KeyRing) -> None:
+    """Require a key of `keys` on every route but the open ones, and describe that in the
+    OpenAPI document, so that /docs offers to send a key with its requests."""
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    build_openapi = app.openapi
+
+    def openapi_with_keys() -> dict[str, Any]:
+        schema = build_openapi()  # built once and kept by FastAPI; completed here once
+        components = schema.setdefault("components", {})
+        if "securitySchemes" in components:
+            return schema
+        components["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+        schema["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                if is_open(path):
+                    operation["security"] = []
+                else:
+                    operation.setdefault("responses", {})["401"] = {
+                        "description": "No valid API key (`request.unauthorized`).",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    }
+        return schema
+
+    app.openapi = openapi_with_keys  # type: ignore[method-assign]
 
 
 def _presented_key(headers: dict[bytes, bytes]) -> str | None:
