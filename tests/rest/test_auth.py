@@ -13,6 +13,8 @@ import pytest
 from _helpers import COMPARISON, RunningServer, random_voiceprints, start_server, wait_for_task
 from voxmatch.api_keys import add_key
 
+MERGING = "/api/technology/speaker-identification-voiceprint-merging"
+
 
 @dataclass
 class KeyedServer:
@@ -104,9 +106,18 @@ def test_the_key_works_in_either_header(keyed: KeyedServer) -> None:
         assert done.json()["result"]["scores"]["columns_count"] == 2
 
 
-def test_a_task_is_invisible_to_another_key(keyed: KeyedServer) -> None:
+@pytest.mark.parametrize(
+    ("technology", "body"),
+    [
+        (COMPARISON, comparison_body()),
+        (MERGING, {"voiceprints": comparison_body()["voiceprints_a"]}),
+    ],
+)
+def test_a_task_is_invisible_to_another_key(
+    keyed: KeyedServer, technology: str, body: dict[str, list[str]]
+) -> None:
     alice, bob = keyed.client(keyed.alice), keyed.client(keyed.bob)
-    accepted = alice.post(COMPARISON, json=comparison_body())
+    accepted = alice.post(technology, json=body)
     assert accepted.status_code == 202, accepted.text
     location = accepted.headers["location"]
     task_id = location.rsplit("/", 1)[1]
@@ -117,7 +128,7 @@ def test_a_task_is_invisible_to_another_key(keyed: KeyedServer) -> None:
 
     for method in ("GET", "DELETE"):
         theirs = bob.request(method, location)
-        nobodys = bob.request(method, f"{COMPARISON}/{unknown_id}")
+        nobodys = bob.request(method, f"{technology}/{unknown_id}")
         assert theirs.status_code == 404
         assert theirs.json()["type"] == "resource.not-found"
         # Exactly as if it did not exist.
