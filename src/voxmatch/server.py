@@ -16,6 +16,7 @@ from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
 from voxmatch.logs import configure_logging
+from voxmatch.metrics import Metrics
 from voxmatch.models.registry import describe, register
 from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
@@ -83,15 +84,17 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     extractor = build_extractor(settings)
     runner = build_runner(settings, extractor)
+    metrics = Metrics()
+    metrics.watch_runner(runner)
     runner.start()
     grpc_server = None
     try:
         grpc_endpoints = {}
         if settings.grpc_enabled:
-            grpc_server, grpc_port = build_grpc_server(settings, extractor)
+            grpc_server, grpc_port = build_grpc_server(settings, extractor, metrics=metrics)
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, grpc_endpoints))
+        asyncio.run(_serve(settings, runner, metrics, grpc_endpoints))
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
@@ -100,8 +103,10 @@ def serve(settings: Settings) -> None:
         (settings.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
 
 
-async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, str]) -> None:
-    app = create_app(settings, runner)
+async def _serve(
+    settings: Settings, runner: TaskRunner, metrics: Metrics, endpoints: dict[str, str]
+) -> None:
+    app = create_app(settings, runner, metrics=metrics)
     config = uvicorn.Config(
         app,
         host=settings.host,

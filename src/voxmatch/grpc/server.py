@@ -22,6 +22,7 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 
 from voxmatch._version import __version__
 from voxmatch.config import Settings
+from voxmatch.grpc.interceptor import CallMetricsInterceptor
 from voxmatch.grpc.services import (
     Comparison,
     Conversion,
@@ -31,6 +32,7 @@ from voxmatch.grpc.services import (
     guard_streaming,
     guard_unary,
 )
+from voxmatch.metrics import Metrics
 from voxmatch.models.registry import UnknownModelError, describe
 from voxmatch.tasks.shared_extractor import SharedExtractor
 
@@ -185,7 +187,9 @@ def grpc_target(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def build_grpc_server(settings: Settings, extractor: SharedExtractor) -> tuple[grpc.Server, int]:
+def build_grpc_server(
+    settings: Settings, extractor: SharedExtractor, *, metrics: Metrics
+) -> tuple[grpc.Server, int]:
     """The gRPC server with every service registered, bound but not started, and its port.
 
     TLS when `tls_cert` and `tls_key` are set, plaintext otherwise. Raises OSError when the
@@ -202,6 +206,7 @@ def build_grpc_server(settings: Settings, extractor: SharedExtractor) -> tuple[g
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxmatch-grpc"),
         handlers=_handlers(settings, extractor),
+        interceptors=[CallMetricsInterceptor(metrics)],
         options=options,
         maximum_concurrent_rpcs=workers,
     )
