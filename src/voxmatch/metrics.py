@@ -111,7 +111,7 @@ class _RunnerCollector(Collector):
         runner = self._runner
         tasks = GaugeMetricFamily(
             "voxmatch_tasks",
-            "Tasks in the task store (not yet expired), by kind and state.",
+            "Tasks in the task store (finished ones until expiry removes them), by kind and state.",
             labels=["kind", "state"],
         )
         counts = runner.store.counts_by_kind()

@@ -147,6 +147,22 @@ def test_an_extraction_counts_its_audio_and_speech_seconds(server: RunningServer
     assert value(after, "voxmatch_tasks", **done) == value(before, "voxmatch_tasks", **done) + 1
 
 
+def test_a_rejected_task_counts_under_its_state(server: RunningServer) -> None:
+    client = server.client()
+    before = scrape(client)
+    accepted = client.post(EXTRACTION, files={"file": ("audio.wav", b"not audio at all" * 64)})
+    assert accepted.status_code == 202, accepted.text
+    body = wait_for_task(client, accepted.headers["location"]).json()
+    assert body["task"]["state"] == "rejected", body
+    after = scrape(client)
+
+    rejected = {"kind": "extraction", "state": "rejected"}
+    for name in ("voxmatch_tasks", "voxmatch_tasks_finished_total"):
+        assert value(after, name, **rejected) == value(before, name, **rejected) + 1, name
+    audio = "voxmatch_extraction_audio_seconds_total"
+    assert value(after, audio) == value(before, audio)
+
+
 def test_task_figures_are_read_from_the_store_after_a_restart(
     server_factory: Callable[..., RunningServer],
 ) -> None:
