@@ -17,6 +17,7 @@ from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
 from voxmatch.logs import configure_logging
+from voxmatch.metrics import Metrics
 from voxmatch.models.registry import describe, register
 from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
@@ -88,15 +89,19 @@ def serve(settings: Settings) -> None:
     _make_private_data_dir(settings.data_dir)
     extractor = build_extractor(settings)
     runner = build_runner(settings, extractor)
+    metrics = Metrics()
+    metrics.watch_runner(runner)
     runner.start()
     grpc_server = None
     try:
         grpc_endpoints = {}
         if settings.grpc_enabled:
-            grpc_server, grpc_port = build_grpc_server(settings, extractor, api_keys=api_keys)
+            grpc_server, grpc_port = build_grpc_server(
+                settings, extractor, api_keys=api_keys, metrics=metrics
+            )
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, grpc_endpoints, api_keys))
+        asyncio.run(_serve(settings, runner, metrics, grpc_endpoints, api_keys))
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
@@ -106,9 +111,13 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(
-    settings: Settings, runner: TaskRunner, endpoints: dict[str, str], api_keys: KeyRing | None
+    settings: Settings,
+    runner: TaskRunner,
+    metrics: Metrics,
+    endpoints: dict[str, str],
+    api_keys: KeyRing | None,
 ) -> None:
-    app = create_app(settings, runner, api_keys=api_keys)
+    app = create_app(settings, runner, api_keys=api_keys, metrics=metrics)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from voxmatch.tasks import TaskContext, TaskOutcome, TaskRunner, TaskState, TaskStore
+from voxmatch.tasks import (
+    TaskContext,
+    TaskOutcome,
+    TaskRecord,
+    TaskRejected,
+    TaskRunner,
+    TaskState,
+    TaskStore,
+)
+from voxmatch.tasks.runner import WorkDone
 
 
 def runner_with(data_dir: Path, handler, **options) -> TaskRunner:  # type: ignore[no-untyped-def]
@@ -102,3 +111,39 @@ def test_a_task_that_finishes_during_the_stop_is_recorded(tmp_path: Path) -> Non
     finished = runner.store.get(record.id)
     assert finished is not None
     assert (finished.state, finished.result) == (TaskState.DONE, {"answer": 7})
+
+
+def test_observers_learn_each_final_state_and_the_work_done(tmp_path: Path) -> None:
+    def by_params(context: TaskContext) -> TaskOutcome:
+        if context.params["outcome"] == "rejected":
+            raise TaskRejected("bad input")
+        if context.params["outcome"] == "failed":
+            raise RuntimeError("broken")
+        return TaskOutcome({"n": 1}, work=WorkDone(audio_seconds=2.5, scores=6))
+
+    seen: dict[str, tuple[TaskState, TaskOutcome | None]] = {}
+    all_seen = threading.Event()
+
+    def observe(record: TaskRecord, state: TaskState, outcome: TaskOutcome | None) -> None:
+        seen[record.params["outcome"]] = (state, outcome)
+        if len(seen) == 3:
+            all_seen.set()
+
+    runner = runner_with(tmp_path, by_params)
+    runner.add_task_observer(observe)
+    assert not runner.workers_alive()
+    runner.start()
+    try:
+        assert runner.workers_alive()
+        for outcome in ("done", "rejected", "failed"):
+            runner.submit("test", {"outcome": outcome})
+        assert all_seen.wait(30), seen
+    finally:
+        runner.stop()
+    assert not runner.workers_alive()
+    done_state, done_outcome = seen["done"]
+    assert done_state is TaskState.DONE
+    assert done_outcome is not None
+    assert done_outcome.work == WorkDone(audio_seconds=2.5, scores=6)
+    assert seen["rejected"] == (TaskState.REJECTED, None)
+    assert seen["failed"] == (TaskState.FAILED, None)

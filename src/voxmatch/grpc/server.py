@@ -24,6 +24,7 @@ from voxmatch._version import __version__
 from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
 from voxmatch.grpc.auth import ApiKeyInterceptor
+from voxmatch.grpc.interceptor import CallMetricsInterceptor
 from voxmatch.grpc.services import (
     Comparison,
     Conversion,
@@ -33,6 +34,7 @@ from voxmatch.grpc.services import (
     guard_streaming,
     guard_unary,
 )
+from voxmatch.metrics import Metrics
 from voxmatch.models.registry import UnknownModelError, describe
 from voxmatch.tasks.shared_extractor import SharedExtractor
 
@@ -188,7 +190,11 @@ def grpc_target(host: str, port: int) -> str:
 
 
 def build_grpc_server(
-    settings: Settings, extractor: SharedExtractor, *, api_keys: KeyRing | None
+    settings: Settings,
+    extractor: SharedExtractor,
+    *,
+    api_keys: KeyRing | None,
+    metrics: Metrics,
 ) -> tuple[grpc.Server, int]:
     """The gRPC server with every service registered, bound but not started, and its port.
 
@@ -207,7 +213,11 @@ def build_grpc_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxmatch-grpc"),
         handlers=_handlers(settings, extractor),
-        interceptors=[ApiKeyInterceptor(api_keys)] if api_keys is not None else [],
+        # Metrics outermost, so that refused (UNAUTHENTICATED) calls are counted too.
+        interceptors=[
+            CallMetricsInterceptor(metrics),
+            *([ApiKeyInterceptor(api_keys)] if api_keys is not None else []),
+        ],
         options=options,
         maximum_concurrent_rpcs=workers,
     )

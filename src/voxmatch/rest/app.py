@@ -7,9 +7,12 @@ from fastapi import FastAPI
 from voxmatch._version import __version__
 from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
+from voxmatch.metrics import Metrics
 from voxmatch.rest import comparison, conversion, extraction, merging, system
 from voxmatch.rest.auth import install_api_keys
+from voxmatch.rest.docs import install_docs
 from voxmatch.rest.errors import install_error_handlers
+from voxmatch.rest.metrics import RequestMetricsMiddleware, metrics_router
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from voxmatch.rest.tasks import TaskApi
 from voxmatch.tasks import TaskRunner
@@ -18,7 +21,9 @@ from voxmatch.tasks import TaskRunner
 _MULTIPART_ALLOWANCE = 64 * 1024
 
 
-def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | None) -> FastAPI:
+def create_app(
+    settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | None, metrics: Metrics
+) -> FastAPI:
     app = FastAPI(
         title="voxmatch",
         version=__version__,
@@ -28,6 +33,8 @@ def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | No
             " extraction and comparison as asynchronous tasks. Scores are calibrated"
             " log-likelihood ratios: 0 is balanced evidence, positive favours the same speaker."
         ),
+        docs_url=None,  # served offline by install_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runner = runner
@@ -38,6 +45,8 @@ def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | No
     app.include_router(conversion.conversion_router(settings, tasks))
     app.include_router(merging.merging_router(settings, tasks))
     app.include_router(system.router)
+    app.include_router(metrics_router(metrics))
+    install_docs(app)
 
     def limit_for_path(path: str) -> int:
         if path.endswith("voiceprint-extraction"):
@@ -50,4 +59,6 @@ def create_app(settings: Settings, runner: TaskRunner, *, api_keys: KeyRing | No
         # Outside the size limit: a client without a key learns nothing, not even the limits.
         install_api_keys(app, api_keys)
     app.add_middleware(RequestContextMiddleware)
+    # Outermost, so that every answer is counted, those of the other middleware included.
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, routes=app.routes)
     return app

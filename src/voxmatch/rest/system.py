@@ -1,10 +1,12 @@
-"""SPE4 system endpoints."""
+"""SPE4 system endpoints, and liveness and readiness probes."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from voxmatch._version import __version__
@@ -42,3 +44,47 @@ async def system_status(request: Request) -> dict[str, Any]:
             {"name": model.name, "embedding_dim": model.embedding_dim} for model in known_models()
         ],
     }
+
+
+@router.get(
+    "/health/live",
+    summary="Liveness",
+    description="200 whenever the server's event loop answers. Checks nothing else.",
+)
+async def health_live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness",
+    description=(
+        "200 when the server can take tasks: the data folder takes a new file, the task"
+        " database grants its write lock, and the task workers run; 503 otherwise. `checks`"
+        " names each check with `ok` or why it failed. The model is not checked: it is loaded"
+        " by the first extraction."
+    ),
+    responses={503: {"description": "A check failed."}},
+)
+async def health_ready(request: Request) -> JSONResponse:
+    runner: TaskRunner = request.app.state.runner
+    checks = {
+        "task_store": await run_in_threadpool(_task_store_check, runner),
+        "workers": "ok" if runner.workers_alive() else "not running",
+    }
+    ready = all(result == "ok" for result in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def _task_store_check(runner: TaskRunner) -> str:
+    try:
+        runner.store.check_writable()
+    except OSError as error:
+        # strerror, not str(error): that would show the server's own paths.
+        return f"cannot write: {error.strerror or type(error).__name__}"
+    except sqlite3.Error as error:
+        return f"cannot write: {error}"
+    return "ok"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from voxmatch.audio import AudioError, TimeRange, decode
-from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
+from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected, WorkDone
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
@@ -56,6 +56,10 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
             if vectors is not None:
                 channel["vector_voiceprint"] = vectors[index].tolist()
             channels.append(channel)
-        return TaskOutcome(result={"channels": channels})
+        work = WorkDone(
+            audio_seconds=sum(result.extraction.processed_seconds for result in results),
+            speech_seconds=sum(result.extraction.speech_length for result in results),
+        )
+        return TaskOutcome(result={"channels": channels}, work=work)
 
     return extract

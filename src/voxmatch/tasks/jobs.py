@@ -7,7 +7,7 @@ import numpy as np
 from voxmatch.models.registry import describe
 from voxmatch.scoring import score_matrix
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
-from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome
+from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, WorkDone
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
 
@@ -37,6 +37,7 @@ def comparison_handler(memory_budget: int) -> Handler:
         return TaskOutcome(
             result={"rows_count": scores.shape[0], "columns_count": scores.shape[1]},
             arrays={"scores": scores},
+            work=WorkDone(scores=int(scores.size)),
         )
 
     return compare

@@ -49,10 +49,20 @@ class TaskRejected(Exception):
         self.detail = detail or []
 
 
+@dataclass(frozen=True)
+class WorkDone:
+    """How much work a task did, for the server's counters (see voxmatch.metrics)."""
+
+    audio_seconds: float = 0.0
+    speech_seconds: float = 0.0
+    scores: int = 0
+
+
 @dataclass
 class TaskOutcome:
     result: JsonObject
     arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    work: WorkDone = field(default_factory=WorkDone)
 
 
 class TaskContext:
@@ -87,6 +97,8 @@ Handler = Callable[[TaskContext], TaskOutcome]
 Renderer = Callable[[TaskRecord, TaskOutcome], bytes]
 """Turns a finished task's outcome into a document (an interface's response body, say), so that
 rendering happens once, in the bounded worker pool, not on every read."""
+TaskObserver = Callable[[TaskRecord, TaskState, TaskOutcome | None], None]
+"""Told of every task this process finishes: its final state, and its outcome when done."""
 
 
 @dataclass
@@ -143,6 +155,7 @@ class TaskRunner:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._finish_listeners: list[Callable[[str], None]] = []
+        self._observers: list[TaskObserver] = []
 
     def add_renderer(self, kind: str, name: str, renderer: Renderer) -> None:
         """Render document `name` of every task of `kind` when it is done, and keep it in memory
@@ -160,6 +173,25 @@ class TaskRunner:
                 listener(task_id)
             except Exception:
                 log.exception("a task-finished listener failed")
+
+    def add_task_observer(self, observer: TaskObserver) -> None:
+        """Call `observer` (from a worker thread) whenever a task is finished by this process."""
+        self._observers.append(observer)
+
+    def _observe(self, record: TaskRecord, state: TaskState, outcome: TaskOutcome | None) -> None:
+        for observer in self._observers:
+            try:
+                observer(record, state, outcome)
+            except Exception:
+                log.exception("a task observer failed")
+
+    def workers_alive(self) -> bool:
+        """Whether the runner is started and not stopping, and its threads all run."""
+        return (
+            bool(self._threads)
+            and not self._stopping.is_set()
+            and all(thread.is_alive() for thread in self._threads)
+        )
 
     def document(self, task_id: str, name: str) -> bytes | None:
         """A rendered document of a done task, if still in memory."""
@@ -400,6 +432,7 @@ class TaskRunner:
                         "detail": rejection.detail,
                     },
                 )
+                self._observe(record, TaskState.REJECTED, None)
             except Exception as error:
                 if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
@@ -411,6 +444,7 @@ class TaskRunner:
                     TaskState.FAILED,
                     _internal_error(f"processing failed: {type(error).__name__}: {error}"),
                 )
+                self._observe(record, TaskState.FAILED, None)
 
     def _complete(self, context: TaskContext, fresh: _Fresh | None) -> bool:
         """Run the handler, render, store the result; False if the task went away meanwhile."""
@@ -430,6 +464,7 @@ class TaskRunner:
         if context.should_stop() or not self.store.mark_done(record.id, outcome.result):
             return False
         self._documents.put(record.id, documents)
+        self._observe(record, TaskState.DONE, outcome)
         return True
 
     def _finish_with_error(

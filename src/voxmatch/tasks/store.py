@@ -312,6 +312,23 @@ class TaskStore:
         counts.update({str(state): int(count) for state, count in rows})
         return counts
 
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        """Tasks by (kind, state); pairs without tasks are left out."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, state, COUNT(*) FROM tasks GROUP BY kind, state"
+            ).fetchall()
+        return {(str(kind), str(state)): int(count) for kind, state, count in rows}
+
+    def check_writable(self) -> None:
+        """Raise OSError or sqlite3.Error unless a task could be stored now: the data folder
+        takes a new file, and the database grants its write lock."""
+        probe = self.data_dir / f".writable-{uuid.uuid4()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        with self._transaction():
+            pass
+
     def _write_array(self, path: Path, array: npt.NDArray[Any]) -> None:
         partial = path.with_name(path.name + ".partial")
         with partial.open("wb") as stream:
