@@ -6,11 +6,13 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 import uvicorn
 from threadpoolctl import threadpool_limits
 
+from voxmatch._listen import bind_tcp, check_free
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
@@ -38,7 +40,7 @@ def build_extractor(settings: Settings) -> SharedExtractor:
     voiceprints are known to comparisons even before the first extraction.
     """
     search_dirs = [settings.models_dir] if settings.models_dir else []
-    cache_dir = settings.model_cache_dir
+    cache_dir = settings.model_cache
     if settings.model_file is None:
         describe(settings.default_model)  # an unknown name is a start-up error, not a late one
         return SharedExtractor(
@@ -76,8 +78,19 @@ def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until interrupted (SIGINT or SIGTERM)."""
+    """Serve until interrupted (SIGINT or SIGTERM).
+
+    Raises ListenError (an OSError) before any other work when a port is taken.
+    """
     configure_logging(settings.log_level)
+    rest_sockets = bind_tcp(settings.host, settings.port, "REST", "--port")
+    try:
+        if settings.grpc_enabled:
+            check_free(settings.grpc_address, settings.grpc_port, "gRPC", "--grpc-port")
+    except OSError:
+        for sock in rest_sockets:
+            sock.close()
+        raise
     retain_freed_memory()
     threadpool_limits(settings.blas_threads, user_api="blas")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +104,10 @@ def serve(settings: Settings) -> None:
             grpc_server, grpc_port = build_grpc_server(settings, extractor)
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, grpc_endpoints))
+        asyncio.run(_serve(settings, runner, grpc_endpoints, rest_sockets))
     finally:
+        for sock in rest_sockets:
+            sock.close()
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
         runner.stop()
@@ -100,7 +115,12 @@ def serve(settings: Settings) -> None:
         (settings.data_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
 
 
-async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, str]) -> None:
+async def _serve(
+    settings: Settings,
+    runner: TaskRunner,
+    endpoints: dict[str, str],
+    sockets: list[socket.socket],
+) -> None:
     app = create_app(settings, runner)
     config = uvicorn.Config(
         app,
@@ -113,7 +133,7 @@ async def _serve(settings: Settings, runner: TaskRunner, endpoints: dict[str, st
         http="httptools",
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if serving.done():
             await serving  # startup failed (port taken...): let its exception surface
