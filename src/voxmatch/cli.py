@@ -195,9 +195,9 @@ def extract(
             with reporting_downloads(bars.download), bars.step("loading the speaker model"):
                 extractor = build_extractor(settings).get()
         except Exception as error:  # fetching, converting, onnxruntime: their errors vary
-            _fail(f"cannot load the speaker model: {error}")
+            bars.fail(f"cannot load the speaker model: {error}")
         written: set[str] = set()
-        failures = 0
+        unusable: set[Path] = set()
         for path in bars.files(inputs):
             # A per-file progress callback (seconds processed, total) goes here, as
             # extract_source's `on_progress`, drawn as one more task of `bars`.
@@ -212,26 +212,26 @@ def extract(
                 )
             except (OSError, ValueError, SpeakerModelError) as error:  # AudioError: ValueError
                 bars.warn(f"{path}: {getattr(error, 'strerror', None) or error}")
-                failures += 1
+                unusable.add(path)
                 continue
             for result in results:
                 suffix = "" if len(results) == 1 else f".ch{result.channel_number}"
                 target = out / f"{names[path]}{suffix}.vp"
                 if target.name.casefold() in written:
                     bars.warn(f"{path}: not written: {target} was written for another input")
-                    failures += 1
+                    unusable.add(path)
                     continue
                 voiceprint = result.extraction.voiceprint
                 try:
                     _write_text_atomically(target, voiceprint.to_base64() + "\n")
                 except OSError as error:
-                    _fail(f"cannot write {target}: {error.strerror}")
+                    bars.fail(f"cannot write {target}: {error.strerror}")
                 written.add(target.name.casefold())
                 typer.echo(f"{target}\tspeech {voiceprint.speech_length:.2f} s")
                 if voiceprint.speech_length == 0:
                     bars.warn(f"{target}: no speech found: the empty voiceprint, which scores 0")
-    if failures:
-        _fail(f"{failures} of {len(inputs)} files could not be used")
+    if unusable:
+        _fail(f"{len(unusable)} of {len(inputs)} files could not be used")
 
 
 def _distinct(files: list[Path]) -> list[Path]:
@@ -359,6 +359,11 @@ class _Progress:
             )
         else:
             typer.echo(f"voxmatch: {message}", err=True)
+
+    def fail(self, message: str, code: int = 1) -> NoReturn:
+        """`_fail` while the bars are shown, without drawing over them."""
+        self.warn(message)
+        raise typer.Exit(code)
 
 
 @app.command()

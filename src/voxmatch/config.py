@@ -45,10 +45,10 @@ class Settings(BaseSettings):
     )
     model_cache_dir: Path | None = Field(
         None,
-        description="Folder where fetched and converted model files are kept, shared by every"
-        " data folder and working folder (default: the user's cache folder, `voxmatch/models`"
-        " under platformdirs' user_cache_dir: `~/.cache/voxmatch/models` on Linux). The only"
-        " place voxmatch writes outside the data folder.",
+        description="Folder for fetched and converted model files, shared by every data folder"
+        " and working folder; default: the user's cache folder (platformdirs' user_cache_dir:"
+        " `~/.cache/voxmatch/models` on Linux, `~/Library/Caches/voxmatch/models` on macOS)."
+        " Besides the data folder, the only place voxmatch writes to unasked.",
     )
     models_dir: Path | None = Field(
         None,
