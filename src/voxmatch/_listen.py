@@ -5,13 +5,18 @@ from __future__ import annotations
 import errno
 import socket
 
+_BACKLOG = 2048
+"""uvicorn's default."""
+
 
 class ListenError(OSError):
     """An address the server cannot listen on; the message names it and the flag to change."""
 
 
 def bind_tcp(host: str, port: int, interface: str, flag: str) -> list[socket.socket]:
-    """Sockets bound to every address `host` resolves to, as asyncio's create_server binds them.
+    """Listening sockets on every address `host` resolves to, as asyncio's create_server makes
+    them. They listen at once, so that a later bind of the same port (gRPC's) sees it taken;
+    connections made before the server accepts wait in the backlog.
 
     Raises ListenError, naming `interface` (REST, gRPC) and the `flag` that picks another port,
     when the name does not resolve or an address cannot be bound (in use, not local, no right).
@@ -22,7 +27,8 @@ def bind_tcp(host: str, port: int, interface: str, flag: str) -> list[socket.soc
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as error:
-        raise ListenError(f"cannot listen for {interface} on {where}: {error.strerror}") from None
+        reason = str(error.strerror).lower()
+        raise ListenError(f"cannot listen for {interface} on {where}: {reason}") from None
     bound: list[socket.socket] = []
     try:
         for family, kind, protocol, _, address in dict.fromkeys(addresses):
@@ -33,6 +39,7 @@ def bind_tcp(host: str, port: int, interface: str, flag: str) -> list[socket.soc
                 # As asyncio does: an IPv6 socket takes IPv6 only, the IPv4 address its own.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
+            sock.listen(_BACKLOG)
     except OSError as error:
         for sock in bound:
             sock.close()
