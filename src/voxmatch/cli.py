@@ -48,13 +48,13 @@ ConfigOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Folder for tasks [default: ./voxmatch-data]", file_okay=False),
+    typer.Option("--data-dir", help="Folder for tasks (default: ./voxmatch-data)", file_okay=False),
 ]
 ProgressOption = Annotated[
     bool | None,
     typer.Option(
         "--progress/--no-progress",
-        help="Progress bars on stderr [default: when stderr is a terminal]",
+        help="Progress bars on stderr (default: when stderr is a terminal)",
     ),
 ]
 
@@ -95,10 +95,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="REST address [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="REST port [default: 8000]")] = None,
+    host: Annotated[str | None, typer.Option(help="REST address (default: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="REST port (default: 8000)")] = None,
     grpc_port: Annotated[
-        int | None, typer.Option("--grpc-port", help="gRPC port [default: 8080]")
+        int | None, typer.Option("--grpc-port", help="gRPC port (default: 8080)")
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -504,7 +504,7 @@ def pull_models(
         typer.Option(
             "--to",
             help="Folder to fill (then point models_dir / VOXMATCH_MODELS_DIR at it)"
-            " [default: the model cache, model_cache_dir]",
+            " (default: the model cache, model_cache_dir)",
             file_okay=False,
         ),
     ] = None,
