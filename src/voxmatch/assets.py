@@ -6,9 +6,9 @@ in a cache folder. A failed or tampered download raises `AssetError` and leaves 
 the cache, so the next attempt starts clean. Every file enters the cache by a rename of a complete,
 verified copy, so processes filling one cache at the same time never see a partial file.
 
-The cache is the user's cache folder (`user_model_cache_dir`), shared by every working folder,
-unless the caller names another. The library prints nothing; a caller that wants to show
-download progress wraps its calls in `reporting_downloads`.
+Callers name the cache folder; the server and the command line use the user's cache folder
+(`user_model_cache_dir`), shared by every working folder. Nothing here prints; a caller that
+wants to show download progress wraps its calls in `reporting_downloads`.
 """
 
 from __future__ import annotations
