@@ -189,4 +189,4 @@ def model_env() -> dict[str, str]:
 
     folder = _corpora.models_cache_dir()
     locate_all([CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE], folder)
-    return {"VOXMATCH_MODELS_DIR": str(folder)}
+    return {"VOXMATCH_MODELS_DIR": str(folder), "VOXMATCH_MODEL_CACHE_DIR": str(folder)}

@@ -55,3 +55,15 @@ def test_docs_list_every_setting_with_its_default() -> None:
     assert documented == render(), (
         "regenerate: python tools/configuration_docs.py > docs/configuration.md"
     )
+
+
+def test_the_model_cache_is_the_users_cache_folder_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VOXMATCH_MODEL_CACHE_DIR", raising=False)
+    if sys.platform == "linux":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert load_settings().model_cache == tmp_path / "xdg" / "voxmatch" / "models"
+    monkeypatch.setenv("VOXMATCH_MODEL_CACHE_DIR", str(tmp_path / "models"))
+    assert load_settings().model_cache == tmp_path / "models"
+    assert load_settings(data_dir=tmp_path / "data").model_cache == tmp_path / "models"

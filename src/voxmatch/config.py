@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from voxmatch.assets import user_model_cache_dir
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 
 MIB = 1024 * 1024
@@ -40,8 +41,14 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate: serve gRPC over TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
     data_dir: Path = Field(
-        Path("voxmatch-data"),
-        description="Folder for the task database, task files and the model cache.",
+        Path("voxmatch-data"), description="Folder for the task database and task files."
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Folder for fetched and converted model files, shared by every data folder"
+        " and working folder; default: the user's cache folder (platformdirs' user_cache_dir:"
+        " `~/.cache/voxmatch/models` on Linux, `~/Library/Caches/voxmatch/models` on macOS)."
+        " Besides the data folder, the only place voxmatch writes to unasked.",
     )
     models_dir: Path | None = Field(
         None,
@@ -143,8 +150,9 @@ class Settings(BaseSettings):
         return self.grpc_host or self.host
 
     @property
-    def model_cache_dir(self) -> Path:
-        return self.data_dir / "models"
+    def model_cache(self) -> Path:
+        """The folder model files are cached in: `model_cache_dir`, else the user's cache."""
+        return self.model_cache_dir or user_model_cache_dir()
 
 
 class ConfigError(ValueError):

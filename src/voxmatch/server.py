@@ -6,11 +6,13 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 import uvicorn
 from threadpoolctl import threadpool_limits
 
+from voxmatch._listen import bind_tcp, check_free
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
@@ -40,7 +42,7 @@ def build_extractor(settings: Settings) -> SharedExtractor:
     voiceprints are known to comparisons even before the first extraction.
     """
     search_dirs = [settings.models_dir] if settings.models_dir else []
-    cache_dir = settings.model_cache_dir
+    cache_dir = settings.model_cache
     if settings.model_file is None:
         describe(settings.default_model)  # an unknown name is a start-up error, not a late one
         return SharedExtractor(
@@ -78,12 +80,23 @@ def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until interrupted (SIGINT or SIGTERM)."""
+    """Serve until interrupted (SIGINT or SIGTERM).
+
+    Raises ListenError (an OSError) before any other work when a port is taken.
+    """
     configure_logging(settings.log_level)
     # Read first: a bad key file stops the server before it touches anything.
     api_keys = KeyRing(settings.api_keys_file) if settings.api_keys_file else None
     if api_keys is not None:
         log.info("API keys required (%d in %s)", len(api_keys), settings.api_keys_file)
+    rest_sockets = bind_tcp(settings.host, settings.port, "REST", "--port")
+    try:
+        if settings.grpc_enabled:
+            check_free(settings.grpc_address, settings.grpc_port, "gRPC", "--grpc-port")
+    except OSError:
+        for sock in rest_sockets:
+            sock.close()
+        raise
     retain_freed_memory()
     threadpool_limits(settings.blas_threads, user_api="blas")
     _make_private_data_dir(settings.data_dir)
@@ -101,8 +114,10 @@ def serve(settings: Settings) -> None:
             )
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, metrics, grpc_endpoints, api_keys))
+        asyncio.run(_serve(settings, runner, metrics, grpc_endpoints, api_keys, rest_sockets))
     finally:
+        for sock in rest_sockets:
+            sock.close()
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
         runner.stop()
@@ -116,6 +131,7 @@ async def _serve(
     metrics: Metrics,
     endpoints: dict[str, str],
     api_keys: KeyRing | None,
+    sockets: list[socket.socket],
 ) -> None:
     app = create_app(settings, runner, api_keys=api_keys, metrics=metrics)
     config = uvicorn.Config(
@@ -129,7 +145,7 @@ async def _serve(
         http="httptools",
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started:
         if serving.done():
             await serving  # startup failed (port taken...): let its exception surface
