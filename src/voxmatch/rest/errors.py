@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from voxmatch.voiceprint import VoiceprintError
 
@@ -28,6 +29,7 @@ ERROR_TYPES_BY_STATUS = {
     404: "resource.not-found",
     405: "method.invalid",
     413: "request.size-limit-exceeded",
+    431: "request.header-fields-too-large",
     422: "request.validation-error",
     429: "request.rate-limit-exceeded",
     507: "storage.capacity-exceeded",
@@ -161,6 +163,16 @@ def voiceprint_error(error: VoiceprintError, field: str) -> ApiError:
     )
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> Response:
@@ -178,6 +190,10 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(ApiError(status, message))
         if error.headers:
             response.headers.update(error.headers)
+        if status == 405:
+            # Starlette names only the methods of the first route of the path; GET and DELETE
+            # of a task are two routes.
+            response.headers["allow"] = ", ".join(_allowed_methods(request))
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -1,0 +1,162 @@
+"""Bounds on the request line and headers, enforced while they arrive.
+
+httptools has no limit of its own: it gathers a header value across reads until the line ends,
+so one endless header grows the server without bound (a 128 MiB header cost 450 MB). The
+protocol below feeds the parser at most the bytes the head may still take, so the parser never
+holds more than `max_header_bytes` of an unfinished head, and answers 431 with an SPE4 body the
+moment the head is over a limit, then drops the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from voxmatch.rest.errors import ERROR_TYPES_BY_STATUS, detail_item, error_body
+
+log = logging.getLogger("voxmatch.access")
+
+LINGER_SECONDS = 2.0
+"""How long a refused connection still reads (and discards) what the client keeps sending, so
+that closing it does not reset the connection before the client has read the 431."""
+
+
+class _HeadTooLarge(Exception):
+    def __init__(self, problem: str, limit: int) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.limit = limit
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a byte budget and a count limit on request heads."""
+
+    max_header_bytes = 64 * 1024
+    max_header_count = 100
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_bytes = 0
+        self._heads_completed = 0
+        self._in_body = False
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a 431: discarded
+        self._unset_keepalive_if_required()
+        rest = memoryview(data)
+        while rest:
+            # Reading a head, one byte more than the head may take: the parser then either
+            # finishes the head inside this piece or proves it too long.
+            piece = rest if self._in_body else rest[: self.max_header_bytes - self._head_bytes + 1]
+            rest = rest[len(piece) :]
+            reading_head = not self._in_body
+            completed_before = self._heads_completed
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserCallbackError as error:
+                if isinstance(error.__context__, _HeadTooLarge):
+                    self._refuse(error.__context__)
+                else:
+                    self._invalid_request()
+                return
+            except httptools.HttpParserError:
+                self._invalid_request()
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+                return
+            # A piece in which a message ended may hold the start of a pipelined request's head
+            # too. Those bytes go uncounted, so such a head is cut within the budget plus one
+            # read of the transport.
+            if reading_head and not self._in_body and self._heads_completed == completed_before:
+                self._head_bytes += len(piece)
+                if self._head_bytes > self.max_header_bytes:
+                    self._refuse(
+                        _HeadTooLarge(
+                            f"the request line and headers exceed {self.max_header_bytes} bytes",
+                            self.max_header_bytes,
+                        )
+                    )
+                    return
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.max_header_count:
+            raise _HeadTooLarge(
+                f"the request has more than {self.max_header_count} headers",
+                self.max_header_count,
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._heads_completed += 1
+        self._head_bytes = 0
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
+    def _invalid_request(self) -> None:
+        message = "Invalid HTTP request received."
+        self.logger.warning(message)
+        self.send_400_response(message)
+
+    def _refuse(self, error: _HeadTooLarge) -> None:
+        self._refused = True
+        log.info("refused a request head: %s", error.problem)
+        status = 431
+        body = error_body(
+            ERROR_TYPES_BY_STATUS[status],
+            "Request header fields are too large.",
+            [
+                detail_item(
+                    ["header"], error.problem, ERROR_TYPES_BY_STATUS[status], {"limit": error.limit}
+                )
+            ],
+        )
+        head = b"".join(
+            [
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"x-request-id: %s\r\n" % uuid.uuid4().hex.encode("ascii"),
+                b"x-correlation-id: %s\r\n" % uuid.uuid4().hex.encode("ascii"),
+                b"connection: close\r\n\r\n",
+            ]
+        )
+        self.transport.write(head + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def bounded_head_protocol(
+    max_header_bytes: int, max_header_count: int
+) -> type[BoundedHeadProtocol]:
+    """The protocol class to give uvicorn (`http=`), with these limits."""
+    byte_limit, count_limit = max_header_bytes, max_header_count
+
+    class Configured(BoundedHeadProtocol):
+        max_header_bytes = byte_limit
+        max_header_count = count_limit
+
+    return Configured
