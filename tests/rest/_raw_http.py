@@ -22,6 +22,14 @@ class RawResponse:
     headers: dict[str, str]
     body: bytes
 
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
     def json(self) -> dict:
         return json.loads(self.body)
 

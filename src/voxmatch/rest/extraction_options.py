@@ -130,7 +130,7 @@ def _config_values(text: str) -> dict[str, Any]:
         decoded = msgspec.json.decode(text)
     except msgspec.DecodeError as error:
         raise validation_error(
-            location, f"config is not valid JSON: {error}", "json_invalid"
+            location, f"config cannot be read as JSON: {error}", "json_invalid"
         ) from None
     if not isinstance(decoded, dict):
         raise validation_error(
