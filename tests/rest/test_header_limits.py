@@ -110,3 +110,14 @@ def test_limits_are_settings(server_factory) -> None:
         assert response.status == 431
         assert_431(response.json(), problem)
     assert limited.client().get(INFO, headers={"x-small": "a" * 3000}).status_code == 200
+
+
+def test_a_request_that_is_not_http_gets_an_spe4_400(server: RunningServer) -> None:
+    connection = connect(server)
+    connection.send(b"\x16\x03\x01 this is not HTTP\r\n\r\n")
+    response = connection.read_response()
+    connection.close()
+    assert response.status == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["type"] == "request.invalid"
+    assert server.client().get(INFO).status_code == 200

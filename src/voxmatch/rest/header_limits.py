@@ -116,28 +116,40 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def _invalid_request(self) -> None:
-        message = "Invalid HTTP request received."
-        self.logger.warning(message)
-        self.send_400_response(message)
+        log.info("refused a request that is not valid HTTP")
+        self._answer_and_close(
+            400,
+            b"Bad Request",
+            error_body(ERROR_TYPES_BY_STATUS[400], "Invalid HTTP request.", []),
+        )
 
     def _refuse(self, error: _HeadTooLarge) -> None:
-        self._refused = True
         log.info("refused a request head: %s", error.problem)
-        status = 431
-        body = error_body(
-            ERROR_TYPES_BY_STATUS[status],
-            "Request header fields are too large.",
-            [
-                detail_item(
-                    ["header"], error.problem, ERROR_TYPES_BY_STATUS[status], {"limit": error.limit}
-                )
-            ],
+        error_type = ERROR_TYPES_BY_STATUS[431]
+        self._answer_and_close(
+            431,
+            b"Request Header Fields Too Large",
+            error_body(
+                error_type,
+                "Request header fields are too large.",
+                [detail_item(["header"], error.problem, error_type, {"limit": error.limit})],
+            ),
         )
+
+    def _answer_and_close(self, status: int, reason: bytes, body: bytes) -> None:
+        """Answer outside any request cycle (the head was never handed to the app)."""
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request is still being answered: an answer now would come out of
+            # order and pass as that request's, so the connection is dropped unanswered.
+            self.transport.close()
+            return
         head = b"".join(
             [
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
+                b"HTTP/1.1 %d %s\r\n" % (status, reason),
                 b"content-type: application/json\r\n",
                 b"content-length: %d\r\n" % len(body),
+                # Generated: the request's own ids are in the head that is not read.
                 b"x-request-id: %s\r\n" % uuid.uuid4().hex.encode("ascii"),
                 b"x-correlation-id: %s\r\n" % uuid.uuid4().hex.encode("ascii"),
                 b"connection: close\r\n\r\n",
