@@ -181,6 +181,7 @@ def test_a_full_queue_refuses_an_upload_before_its_body(server_factory) -> None:
     full = server_factory({**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_QUEUE_CAPACITY": "1"})
     # While this connection holds the database's write lock, no task can be stored: the one
     # worker waits on the first task, and the next one stays in the queue, which is then full.
+    # The probes take milliseconds; the server waits for the lock up to its busy timeout (10 s).
     database = sqlite3.connect(full.data_dir / "tasks.sqlite3", isolation_level=None, timeout=30)
     database.execute("BEGIN IMMEDIATE")
     waiting: list[Connection] = []

@@ -67,6 +67,7 @@ _FORM_SCHEMA = {
 
 
 def _create_exclusive(path: Path) -> BinaryIO:
+    # Owner-only from the first byte: an upload is a user's recording.
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
