@@ -41,12 +41,12 @@ def _invalid(problem: str) -> ApiError:
 
 
 def _too_large(location: list[str | int], problem: str, limit: int) -> ApiError:
+    # The connection is kept: the rest of the body is discarded as it arrives, and a client
+    # still sending reads this answer, where closing under it could reset the connection first.
     return ApiError(
         413,
         "Request body is too large.",
         [detail_item(location, problem, "request.size-limit-exceeded", {"limit": limit})],
-        # The rest of the body is not read: a fresh connection is cleaner than draining it.
-        headers={"connection": "close"},
     )
 
 
