@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -14,6 +16,13 @@ from _helpers import RunningServer
 
 TIMEOUT = 60.0
 """Seconds a read may wait before the test fails; a correct server answers long before."""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _raw_http import connect, process_memory, request_head
+from _raw_http import connect, process_memory, request_head, wait_until
 
 from _helpers import RunningServer
 
@@ -47,6 +47,29 @@ def test_a_giant_header_is_refused_without_growing_the_server(server: RunningSer
     assert after["VmHWM"] - before["VmHWM"] < MEMORY_SLACK, (before, after)
     assert after["VmRSS"] - before["VmRSS"] < MEMORY_SLACK, (before, after)
     assert client.get(INFO).status_code == 200
+
+
+def test_giant_trailer_fields_are_refused_without_growing_the_server(
+    server: RunningServer,
+) -> None:
+    before = process_memory(server)
+    connection = connect(server)
+    head = request_head(
+        "POST",
+        "/api/technology/speaker-identification-voiceprint-comparison",
+        {"content-type": "application/json", "transfer-encoding": "chunked"},
+    )
+    # A chunked body of two bytes, then a trailer field without end.
+    connection.send_in_background(head + b"2\r\n{}\r\n0\r\nx-trailer: ", b"a" * 65536, GIANT)
+    response = connection.read_response()
+    connection.close()
+    assert response.status == 431
+    assert_431(response.json(), "trailer fields exceed 65536 bytes")
+    after = process_memory(server)
+    assert after["VmHWM"] - before["VmHWM"] < MEMORY_SLACK, (before, after)
+    # The app reading that body learns that its client is gone.
+    wait_until(lambda: "went away during POST" in server.log(), "the request ends")
+    assert "Traceback" not in server.log()
 
 
 def test_too_many_headers_are_refused(server: RunningServer) -> None:

@@ -4,13 +4,20 @@ nothing, and a full queue refuses an upload before its body is read."""
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from _raw_http import Connection, Multipart, RawResponse, connect, multipart, request_head
+from _raw_http import (
+    Connection,
+    Multipart,
+    RawResponse,
+    connect,
+    multipart,
+    request_head,
+    wait_until,
+)
 
 from _helpers import RunningServer, model_env, start_server, wait_for_task
 
@@ -28,13 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     )
     yield running
     running.stop()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
 
 
 def staged_bytes(server: RunningServer) -> int:
@@ -84,7 +84,7 @@ def test_an_upload_cut_midway_leaves_nothing(server: RunningServer) -> None:
         lambda: not any((server.data_dir / "staging").iterdir()), "the partial upload is gone"
     )
     assert task_folders(server) == before
-    wait_until(lambda: "went away during its upload" in server.log(), "the server notices")
+    wait_until(lambda: f"went away during POST {EXTRACTION}" in server.log(), "the server notices")
     assert "Traceback" not in server.log()
 
 

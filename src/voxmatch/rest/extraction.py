@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,12 +10,11 @@ from typing import Annotated, Any, BinaryIO
 import numpy.typing as npt
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from voxmatch.config import Settings
 from voxmatch.logs import correlation_id_var, request_id_var
-from voxmatch.rest.errors import ApiError, queue_full
+from voxmatch.rest.errors import queue_full
 from voxmatch.rest.extraction_options import (
     CONFIG_FIELD,
     MAX_SECONDS,
@@ -29,8 +27,6 @@ from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, storage_erro
 from voxmatch.rest.uploads import FILE_FIELD, receive_form
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.store import JsonObject
-
-log = logging.getLogger("voxmatch.rest")
 
 TECHNOLOGY = "speaker-identification-voiceprint-extraction"
 
@@ -154,9 +150,6 @@ def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
                 request_id=request_id_var.get(),
                 correlation_id=correlation_id_var.get(),
             )
-        except ClientDisconnect:
-            log.info("the client went away during its upload; nothing was kept")
-            raise ApiError(400, "The upload was not completed.") from None
         finally:
             # Moved into its task's folder when the task was accepted; otherwise not kept.
             await run_in_threadpool(staged.unlink, missing_ok=True)

@@ -1,10 +1,11 @@
 """Bounds on the request line and headers, enforced while they arrive.
 
 httptools has no limit of its own: it gathers a header value across reads until the line ends,
-so one endless header grows the server without bound (a 128 MiB header cost 450 MB). The
-protocol below feeds the parser at most the bytes the head may still take, so the parser never
-holds more than `max_header_bytes` of an unfinished head, and answers 431 with an SPE4 body the
-moment the head is over a limit, then drops the connection.
+so one endless header grows the server without bound (a 128 MiB header cost 450 MB), and so do
+the trailer fields after a chunked body. The protocol below feeds the parser at most the bytes
+a head may still take, so the parser never holds more than `max_header_bytes` of an unfinished
+head (trailers: that plus one read), and answers 431 with an SPE4 body the moment a limit is
+passed, then ends the connection.
 """
 
 from __future__ import annotations
@@ -49,23 +50,26 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._head_bytes = 0
-        self._heads_completed = 0
+        # Bytes fed since the parser last made progress (finished a head, passed body bytes on,
+        # finished a message): a head, or a chunked body's framing and trailer fields, which
+        # httptools also gathers in memory until they end.
+        self._idle_bytes = 0
+        self._progress = 0
         self._in_body = False
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # lingering after a 431: discarded
+            return  # lingering after an answer that ends the connection: discarded
         self._unset_keepalive_if_required()
         rest = memoryview(data)
         while rest:
             # Reading a head, one byte more than the head may take: the parser then either
             # finishes the head inside this piece or proves it too long.
-            piece = rest if self._in_body else rest[: self.max_header_bytes - self._head_bytes + 1]
+            budget = self.max_header_bytes - self._idle_bytes + 1
+            piece = rest if self._in_body else rest[:budget]
             rest = rest[len(piece) :]
-            reading_head = not self._in_body
-            completed_before = self._heads_completed
+            progress_before = self._progress
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserCallbackError as error:
@@ -83,19 +87,21 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 else:
                     self._unsupported_upgrade_warning()
                 return
-            # A piece in which a message ended may hold the start of a pipelined request's head
-            # too. Those bytes go uncounted, so such a head is cut within the budget plus one
-            # read of the transport.
-            if reading_head and not self._in_body and self._heads_completed == completed_before:
-                self._head_bytes += len(piece)
-                if self._head_bytes > self.max_header_bytes:
-                    self._refuse(
-                        _HeadTooLarge(
-                            f"the request line and headers exceed {self.max_header_bytes} bytes",
-                            self.max_header_bytes,
-                        )
+            # A piece in which the parser made progress may end with the start of the next
+            # head (pipelined) or of trailer fields. Those bytes go uncounted, so such a head is
+            # cut within the budget plus one read of the transport.
+            if self._progress != progress_before:
+                self._idle_bytes = 0
+                continue
+            self._idle_bytes += len(piece)
+            if self._idle_bytes > self.max_header_bytes:
+                what = "trailer fields" if self._in_body else "request line and headers"
+                self._refuse(
+                    _HeadTooLarge(
+                        f"the {what} exceed {self.max_header_bytes} bytes", self.max_header_bytes
                     )
-                    return
+                )
+                return
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= self.max_header_count:
@@ -106,12 +112,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._heads_completed += 1
-        self._head_bytes = 0
+        self._progress += 1
         self._in_body = True
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._progress += 1
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._progress += 1
         self._in_body = False
         super().on_message_complete()
 
@@ -124,7 +134,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, error: _HeadTooLarge) -> None:
-        log.info("refused a request head: %s", error.problem)
+        log.info("refused a request: %s", error.problem)
         error_type = ERROR_TYPES_BY_STATUS[431]
         self._answer_and_close(
             431,
@@ -139,11 +149,17 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _answer_and_close(self, status: int, reason: bytes, body: bytes) -> None:
         """Answer outside any request cycle (the head was never handed to the app)."""
         self._refused = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined request is still being answered: an answer now would come out of
-            # order and pass as that request's, so the connection is dropped unanswered.
-            self.transport.close()
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started or self.pipeline:
+                # Another answer is under way on this connection: one now would come out of
+                # order and pass as part of it, so the connection is dropped unanswered.
+                self.transport.close()
+                return
+            # The app is reading this request's body (its trailer fields are too large): it
+            # sees the client gone, and this answer takes the place of its own.
+            cycle.disconnected = True
+            cycle.message_event.set()
         head = b"".join(
             [
                 b"HTTP/1.1 %d %s\r\n" % (status, reason),
