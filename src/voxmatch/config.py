@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="Largest request line plus headers of a REST request, in bytes (else 431,"
-        " and the connection is closed).",
+        description="Largest request line plus headers of a REST request, in bytes, and largest"
+        " trailer fields of a chunked body (else 431, and the connection is closed).",
     )
     max_header_count: int = Field(
         100, ge=8, description="Most headers in one REST request (else 431)."
