@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.config import Config
@@ -37,10 +37,11 @@ class _HeadTooLarge(Exception):
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a byte budget and a count limit on request heads."""
+    """uvicorn's httptools protocol with a byte budget and a count limit on request heads;
+    `bounded_head_protocol` makes one with the configured limits."""
 
-    max_header_bytes = 64 * 1024
-    max_header_count = 100
+    max_header_bytes: ClassVar[int]
+    max_header_count: ClassVar[int]
 
     def __init__(
         self,
