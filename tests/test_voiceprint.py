@@ -144,6 +144,45 @@ def test_non_finite_values_are_rejected() -> None:
     assert (error.value.index, error.value.reason) == (2, "non-finite")
 
 
+@pytest.mark.parametrize("value", [1e20, -3e38, 10001.0], ids=["1e20", "-3e38", "just-over"])
+def test_values_beyond_the_range_are_rejected(value: float) -> None:
+    data = bytearray(make(3).to_bytes())
+    struct.pack_into("<f", data, HEADER_SIZE + 4 * 10, value)
+    with pytest.raises(VoiceprintError) as error:
+        decode_base64_batch(corrupted_batch(2, b64(resign(data))))
+    assert (error.value.index, error.value.reason) == (2, "range")
+    vector = np.ones(192)
+    vector[10] = value
+    with pytest.raises(VoiceprintError) as single:
+        Voiceprint.from_embedding(vector, speech_length=1)
+    assert single.value.reason == "range"
+
+
+def test_values_at_the_bound_and_zero_embeddings_are_valid() -> None:
+    vector = np.full(192, -1e4)
+    text = Voiceprint.from_embedding(vector, speech_length=1).to_base64()
+    at_bound = Voiceprint.from_base64(text)
+    assert at_bound.embedding.min() == -1e4
+    empty = Voiceprint.from_embedding(np.zeros(192), speech_length=0)
+    assert not Voiceprint.from_base64(empty.to_base64()).embedding.any()
+
+
+def test_surrounding_whitespace_is_ignored() -> None:
+    texts = [make(seed).to_base64() for seed in range(4)]
+    padded = [texts[0] + "\n", " " + texts[1], texts[2], "\t" + texts[3] + "\r\n"]
+    np.testing.assert_array_equal(
+        decode_base64_batch(padded).embeddings, decode_base64_batch(texts).embeddings
+    )
+    assert Voiceprint.from_base64(" " + texts[0] + "\n").model == DEFAULT_MODEL_NAME
+
+
+def test_whitespace_inside_is_bad_base64() -> None:
+    good = make(1).to_base64()
+    with pytest.raises(VoiceprintError) as error:
+        decode_base64_batch([good, good[:100] + "\n" + good[100:]])
+    assert (error.value.index, error.value.reason) == (1, "base64")
+
+
 def test_negative_speech_length_is_rejected() -> None:
     data = bytearray(make(3).to_bytes())
     struct.pack_into("<f", data, 8, -2.0)

@@ -345,7 +345,7 @@ def _open_source(source: Source) -> _Opened:
         except OSError as error:
             raise AudioError(f"cannot read {path}: {error.strerror or error}") from None
         if size == 0:
-            raise AudioError(f"the audio file {path} is empty (0 bytes)")
+            raise AudioError("the audio file is empty (0 bytes)")
         return _Opened(path, None)
     raise TypeError(f"audio source must be bytes or a path, not {type(source).__name__}")
 

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * MIB, ge=1024, description="Largest uploaded media file, in bytes (else 413)."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers of a REST request, in bytes, and largest"
+        " trailer fields of a chunked body (else 431, and the connection is closed).",
+    )
+    max_header_count: int = Field(
+        100, ge=8, description="Most headers in one REST request (else 431)."
+    )
     max_audio_seconds: float = Field(
         7200.0,
         gt=0,

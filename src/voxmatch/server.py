@@ -23,6 +23,7 @@ from voxmatch.metrics import Metrics
 from voxmatch.models.registry import describe, register
 from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
+from voxmatch.rest.header_limits import bounded_head_protocol
 from voxmatch.tasks import TaskRunner, TaskStore
 from voxmatch.tasks.jobs import build_handlers
 from voxmatch.tasks.shared_extractor import SharedExtractor
@@ -142,7 +143,7 @@ async def _serve(
         access_log=False,
         server_header=False,
         loop="uvloop",
-        http="httptools",
+        http=bounded_head_protocol(settings.max_header_bytes, settings.max_header_count),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=sockets))

@@ -34,6 +34,10 @@ _HEADER = struct.Struct(f"<4sHHf{MODEL_NAME_MAX_BYTES}s")
 HEADER_SIZE = _HEADER.size  # 44
 _CRC_SIZE = 4
 MAX_EMBEDDING_DIM = 8192
+MAX_EMBEDDING_VALUE = 1e4
+"""Largest magnitude of an embedding value. Real embeddings stay within a few hundred; the bound
+keeps the squared norm of the largest embedding (8192 x 1e8) far inside float32, where values
+near its maximum would give infinite norms and NaN scores."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -53,7 +57,7 @@ class VoiceprintError(ValueError):
     """A voiceprint that cannot be used, with the index of the item and a short reason code.
 
     Reason codes: base64, magic, version, truncated, checksum, unknown-model, mixed-models,
-    dimension, non-finite, speech-length, padding, type.
+    dimension, non-finite, range, speech-length, padding, type.
     """
 
     def __init__(self, index: int, reason: str, message: str) -> None:
@@ -83,7 +87,8 @@ class Voiceprint:
     ) -> Voiceprint:
         """Wrap an embedding (from voxmatch or another system) as a voiceprint of `model`.
 
-        The vector must have the model's embedding size and finite values.
+        The vector must have the model's embedding size and finite values of magnitude at most
+        `MAX_EMBEDDING_VALUE`.
         """
         description = describe(model)
         embedding = np.array(vector, dtype=np.float32).reshape(-1)
@@ -96,6 +101,8 @@ class Voiceprint:
             )
         if not np.isfinite(embedding).all():
             raise VoiceprintError(0, "non-finite", "embedding holds NaN or infinite values")
+        if (np.abs(embedding) > MAX_EMBEDDING_VALUE).any():
+            raise _out_of_range(0)
         # The record stores float32: a larger value would become infinity there.
         if not (math.isfinite(speech_length) and 0 <= speech_length <= _FLOAT32_MAX):
             raise VoiceprintError(
@@ -221,6 +228,11 @@ def decode_base64_batch(items: Sequence[str], model: str | None = None) -> Voice
     width = size // 3 * 4
     try:
         lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        if (lengths != width).any():
+            # Surrounding whitespace (the newline ending a .vp file) is not part of the base64,
+            # as for common base64 decoders; stripped in C, without a Python loop per item.
+            items = list(map(str.strip, items))
+            lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
         joined = "".join(items)
     except TypeError:
         raise _find_bad_base64(items) from None
@@ -259,7 +271,7 @@ def _decode_first(text: str) -> bytes:
     if not isinstance(text, str):
         raise VoiceprintError(0, "type", "a voiceprint must be a base64 string")
     try:
-        head = pybase64.b64decode(text[: (HEADER_SIZE + 2) // 3 * 4], validate=True)
+        head = pybase64.b64decode(text.lstrip()[: (HEADER_SIZE + 2) // 3 * 4], validate=True)
     except (binascii.Error, ValueError):
         raise _single_base64_error(0, text) from None
     _check_header_prefix(head, 0)
@@ -295,7 +307,9 @@ def _single_base64_error(index: int, text: object) -> VoiceprintError:
     if not isinstance(text, str):
         return VoiceprintError(index, "type", "a voiceprint must be a base64 string")
     return VoiceprintError(
-        index, "base64", "voiceprint is not valid base64 (standard alphabet, no line breaks)"
+        index,
+        "base64",
+        "voiceprint is not valid base64 (standard alphabet, no line breaks or spaces inside)",
     )
 
 
@@ -347,6 +361,15 @@ def _length_error(index: int, actual: int, expected: int, data: bytes) -> Voicep
 
 def _model_name(field: bytes) -> str:
     return field.rstrip(b"\0").decode("utf-8", errors="replace")
+
+
+def _out_of_range(index: int) -> VoiceprintError:
+    return VoiceprintError(
+        index,
+        "range",
+        f"voiceprint embedding holds values beyond +-{MAX_EMBEDDING_VALUE:g}, which no speaker"
+        " model produces",
+    )
 
 
 def _mixed_models(index: int, found: str, expected: str) -> VoiceprintError:
@@ -432,6 +455,7 @@ def _parse_records(records: npt.NDArray[np.uint8], model: str | None) -> Voicepr
         "non-finite",
         "voiceprint embedding holds NaN or infinite values",
     )
+    first_bad(np.abs(embeddings) > MAX_EMBEDDING_VALUE, "range", _out_of_range(0).message)
     if problems:
         raise min(problems, key=lambda problem: problem[0])[1]
 

@@ -26,6 +26,12 @@ def test_full_storage_is_507(failure: Exception) -> None:
     assert answer.value.error_type == "storage.capacity-exceeded"
 
 
+def test_the_message_names_no_server_file() -> None:
+    with pytest.raises(ApiError) as answer, storage_errors():
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/voxmatch-data/staging/x.part")
+    assert answer.value.detail[0]["message"] == "No space left on device"
+
+
 def test_other_errors_pass_through() -> None:
     with pytest.raises(PermissionError), storage_errors():
         raise PermissionError(errno.EACCES, "denied")

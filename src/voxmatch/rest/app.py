@@ -41,7 +41,7 @@ def create_app(
     install_error_handlers(app)
     tasks = TaskApi(runner, settings.poll_wait_seconds)
     app.include_router(comparison.comparison_router(settings, tasks))
-    app.include_router(extraction.extraction_router(tasks))
+    app.include_router(extraction.extraction_router(settings, tasks))
     app.include_router(conversion.conversion_router(settings, tasks))
     app.include_router(merging.merging_router(settings, tasks))
     app.include_router(system.router)

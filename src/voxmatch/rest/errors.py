@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from voxmatch.voiceprint import VoiceprintError
 
@@ -28,6 +29,7 @@ ERROR_TYPES_BY_STATUS = {
     404: "resource.not-found",
     405: "method.invalid",
     413: "request.size-limit-exceeded",
+    431: "request.header-fields-too-large",
     422: "request.validation-error",
     429: "request.rate-limit-exceeded",
     507: "storage.capacity-exceeded",
@@ -161,6 +163,21 @@ def voiceprint_error(error: VoiceprintError, field: str) -> ApiError:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (routes are asked, not inspected)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> Response:
@@ -178,6 +195,10 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(ApiError(status, message))
         if error.headers:
             response.headers.update(error.headers)
+        if status == 405:
+            # Starlette names only the methods of the first route of the path; GET and DELETE
+            # of a task are two routes.
+            response.headers["allow"] = ", ".join(_allowed_methods(request))
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -2,101 +2,86 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-import msgspec
 import numpy.typing as npt
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from voxmatch.config import Settings
 from voxmatch.logs import correlation_id_var, request_id_var
-from voxmatch.rest.errors import ApiError, detail_item, queue_full, validation_error
+from voxmatch.rest.errors import queue_full
+from voxmatch.rest.extraction_options import (
+    CONFIG_FIELD,
+    MAX_SECONDS,
+    PositiveSeconds,
+    Seconds,
+    parse_options,
+)
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
 from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, storage_errors, submit_or_429
+from voxmatch.rest.uploads import FILE_FIELD, receive_form
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.store import JsonObject
 
 TECHNOLOGY = "speaker-identification-voiceprint-extraction"
-_MAX_CHANNEL = 1023
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_channels(text: str | None, location: list[str | int]) -> list[int] | None:
-    """`0,1` as SPE4 writes it (0-based, comma-separated, no spaces); empty means all."""
-    if text is None or text.strip() == "":
-        return None
-    numbers = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or int(part) > _MAX_CHANNEL:
-            raise validation_error(
-                location,
-                f"channels must be comma-separated channel numbers from 0, like 0,1; got {text!r}",
-                "channels_invalid",
-            )
-        numbers.append(int(part))
-    if len(set(numbers)) != len(numbers):
-        raise validation_error(
-            location, f"channels lists a channel twice: {text!r}", "channels_invalid"
-        )
-    return numbers
+_OPTION_DESCRIPTIONS = {
+    "channel_mode": "`split` (default: one voiceprint per channel) or `mix`.",
+    "channels": "0-based channels, comma-separated (`0,1`); empty = all.",
+    "include_vector_voiceprint": "Add each voiceprint's vector form to the result.",
+    "max_speech_length": "voxmatch addition: use at most this many seconds of speech (as gRPC's"
+    " speech_length); faster, and about 20 s is enough.",
+    "start": "voxmatch addition: skip the audio before (seconds).",
+    "end": "voxmatch addition: ignore the audio after (seconds).",
+}
+
+_FORM_SCHEMA = {
+    "type": "object",
+    "required": [FILE_FIELD],
+    "properties": {
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "The media file."},
+        CONFIG_FIELD: {
+            "type": "string",
+            "description": "JSON object with the same options (SPE4 newer API).",
+        },
+        **{
+            name: {"type": "string", "description": f"{description} Same as the query parameter."}
+            for name, description in _OPTION_DESCRIPTIONS.items()
+        },
+    },
+}
 
 
-class _Config(msgspec.Struct, forbid_unknown_fields=False):
-    channel_mode: str | None = None
-    channels: str | list[int] | None = None
-    include_vector_voiceprint: bool | None = None
+def _create_exclusive(path: Path) -> BinaryIO:
+    # Owner-only from the first byte: an upload is a user's recording.
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
-def _config_field(text: str | None) -> _Config:
-    """SPE4's newer form field `config`: a JSON string of the same options (unknown keys are
-    ignored, as SPE4 ignores them)."""
-    if not text:
-        return _Config()
-    try:
-        return msgspec.json.decode(text, type=_Config)
-    except msgspec.DecodeError as error:
-        raise ApiError(
-            400,
-            "Invalid request.",
-            [detail_item(["body", "config"], f"config is not valid JSON: {error}", "json_invalid")],
-        ) from None
-    except msgspec.ValidationError as error:
-        raise validation_error(["body", "config"], str(error), "type_error") from None
-
-
-def extraction_router(tasks: TaskApi) -> APIRouter:
+def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
     runner = tasks.runner
     router = APIRouter(tags=["Voiceprint extraction"])
 
-    def accept(
-        upload: BinaryIO, params: JsonObject, request_id: str, correlation_id: str
-    ) -> Response:
-        if runner.queue_length() >= runner.queue_capacity:
-            # Refuse before copying what may be hundreds of megabytes.
-            raise queue_full(runner.queue_capacity, runner.retry_after_seconds)
-        staged = runner.store.staging_path()
-        try:
-            with storage_errors(), staged.open("wb") as target:
-                shutil.copyfileobj(upload, target, 1 << 20)
-            record = submit_or_429(
-                runner,
-                EXTRACTION,
-                params=params,
-                files={"audio": staged},
-                request_id=request_id,
-                correlation_id=correlation_id,
-            )
-        finally:
-            Path(staged).unlink(missing_ok=True)
-        return accepted(TECHNOLOGY, record, runner)
+    async def receive(request: Request, staged: Path, query: dict[str, object]) -> JsonObject:
+        """Stream the upload into `staged` and check the options; the task's parameters."""
+        with storage_errors():
+            target = await run_in_threadpool(_create_exclusive, staged)
+            try:
+                form = await receive_form(request, target, settings.max_upload_bytes)
+            finally:
+                await run_in_threadpool(target.close)
+        params = parse_options(query, form.fields).params()
+        params["filename"] = form.filename
+        return params
 
     @router.post(
         f"/api/technology/{TECHNOLOGY}",
@@ -109,84 +94,66 @@ def extraction_router(tasks: TaskApi) -> APIRouter:
             " FLAC, OGG Vorbis/Opus, MP3, M4A/AAC, any sample rate and channel count. With"
             " `channel_mode=split` (default) each channel gives its own voiceprint; with `mix`"
             " the channels are averaged into one. `channels` picks 0-based channels (`0,1`)."
-            " The same options may come as a JSON form field `config`. voxmatch additions:"
-            " `max_speech_length` caps the speech used, `start` and `end` (seconds) pick a"
-            " part of the audio. A file that is not"
-            " usable audio gives a `rejected` task saying why; audio without speech gives a"
-            " voiceprint with speech_length 0, which scores 0 against anything."
+            " voxmatch additions: `max_speech_length` caps the speech used, `start` and `end`"
+            f" (seconds, at most {MAX_SECONDS:g}) pick a part of the audio. Each option may be"
+            " a query parameter, a form field, or a key of the JSON form field `config`; given"
+            " in more than one place with different values, it is a 422. The file streams into"
+            " the data folder; a full queue is refused (429) before the upload is read. A file"
+            " that is not usable audio gives a `rejected` task saying why; audio without speech"
+            " gives a voiceprint with speech_length 0, which scores 0 against anything."
         ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}},
+            }
+        },
     )
     async def start_extraction(
         request: Request,
-        file: Annotated[UploadFile, File(description="The media file.")],
         channel_mode: Annotated[
-            str, Query(description="`split` (one voiceprint per channel) or `mix`.")
-        ] = "split",
-        channels: Annotated[
-            str | None, Query(description="0-based channels, comma-separated; empty = all.")
+            str | None, Query(description=_OPTION_DESCRIPTIONS["channel_mode"])
         ] = None,
+        channels: Annotated[str | None, Query(description=_OPTION_DESCRIPTIONS["channels"])] = None,
         include_vector_voiceprint: Annotated[
-            bool, Query(description="Add each voiceprint's vector form to the result.")
-        ] = False,
+            bool | None, Query(description=_OPTION_DESCRIPTIONS["include_vector_voiceprint"])
+        ] = None,
         max_speech_length: Annotated[
-            float | None,
-            Query(
-                gt=0,
-                description="voxmatch addition: use at most this many seconds of speech (as"
-                " gRPC's speech_length); faster, and about 20 s is enough.",
-            ),
+            PositiveSeconds | None,
+            Query(description=_OPTION_DESCRIPTIONS["max_speech_length"]),
         ] = None,
-        start: Annotated[
-            float | None,
-            Query(ge=0, description="voxmatch addition: skip the audio before (seconds)."),
-        ] = None,
+        start: Annotated[Seconds | None, Query(description=_OPTION_DESCRIPTIONS["start"])] = None,
         end: Annotated[
-            float | None,
-            Query(gt=0, description="voxmatch addition: ignore the audio after (seconds)."),
-        ] = None,
-        config: Annotated[
-            str | None, Form(description="JSON string with the same options (SPE4 newer API).")
+            PositiveSeconds | None, Query(description=_OPTION_DESCRIPTIONS["end"])
         ] = None,
     ) -> Response:
-        from_config = _config_field(config)
-        if start is not None and end is not None and end <= start:
-            raise validation_error(
-                ["query", "end"], f"end ({end:g} s) must be after start ({start:g} s)", "range"
-            )
-        mode = from_config.channel_mode or channel_mode
-        if mode not in ("split", "mix"):
-            raise validation_error(
-                ["query", "channel_mode"],
-                f"channel_mode must be 'split' or 'mix', got {mode!r}",
-                "enum",
-            )
-        if isinstance(from_config.channels, list):
-            selected: list[int] | None = parse_channels(
-                ",".join(str(number) for number in from_config.channels), ["body", "config"]
-            )
-        elif from_config.channels is not None:
-            selected = parse_channels(from_config.channels, ["body", "config"])
-        else:
-            selected = parse_channels(channels, ["query", "channels"])
-        params: JsonObject = {
-            "channel_mode": mode,
-            "channels": selected,
-            "include_vector_voiceprint": (
-                include_vector_voiceprint
-                if from_config.include_vector_voiceprint is None
-                else from_config.include_vector_voiceprint
-            ),
-            "filename": file.filename,
+        query: dict[str, object] = {
+            "channel_mode": channel_mode,
+            "channels": channels,
+            "include_vector_voiceprint": include_vector_voiceprint,
             "max_speech_length": max_speech_length,
             "start": start,
             "end": end,
         }
+        parse_options(query, {})  # a bad query parameter is refused before the upload is read
+        if runner.queue_length() >= runner.queue_capacity:
+            raise queue_full(runner.queue_capacity, runner.retry_after_seconds)
+        staged = runner.store.staging_path()
         try:
-            return await run_in_threadpool(
-                accept, file.file, params, request_id_var.get(), correlation_id_var.get()
+            params = await receive(request, staged, query)
+            record = await run_in_threadpool(
+                submit_or_429,
+                runner,
+                EXTRACTION,
+                params=params,
+                files={"audio": staged},
+                request_id=request_id_var.get(),
+                correlation_id=correlation_id_var.get(),
             )
         finally:
-            await file.close()
+            # Moved into its task's folder when the task was accepted; otherwise not kept.
+            await run_in_threadpool(staged.unlink, missing_ok=True)
+        return accepted(TECHNOLOGY, record, runner)
 
     add_task_routes(router, tasks, TECHNOLOGY, EXTRACTION, render_result)
     return router

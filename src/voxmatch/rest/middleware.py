@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxmatch.logs import correlation_id_var, request_id_var
@@ -21,6 +22,8 @@ access_log = logging.getLogger("voxmatch.access")
 _REQUEST_ID = b"x-request-id"
 _CORRELATION_ID = b"x-correlation-id"
 _MAX_ID_LENGTH = 200
+_CLIENT_WENT_AWAY = 499
+"""Status logged for a request whose client left before its answer (nginx's convention)."""
 
 
 def _usable_id(raw: bytes | None) -> str | None:
@@ -66,6 +69,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_ids)
+        except ClientDisconnect:
+            # The client's own choice (or its connection's end), not a fault of the server.
+            status = _CLIENT_WENT_AWAY
+            access_log.info("the client went away during %s %s", scope["method"], scope["path"])
         except Exception:
             # Answered here rather than by Starlette's outermost handler, so that even this
             # answer carries the ids, and the log line that explains it does too.

@@ -91,6 +91,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "The body is larger than allowed (`request.size-limit-exceeded`).",
         422: "The request data failed validation (`request.validation-error`).",
         429: "The task queue is full; see `retry-after` (`request.rate-limit-exceeded`).",
+        431: "The request line and headers are over `max_header_bytes` or `max_header_count`"
+        " (`request.header-fields-too-large`).",
         507: "The server's disk is full; the task was not accepted (`storage.capacity-exceeded`).",
     }.items()
 }

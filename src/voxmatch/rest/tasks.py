@@ -74,7 +74,8 @@ def storage_errors() -> Iterator[None]:
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise _storage_full(str(error)) from None
+        # strerror, not str(error): that names the server's file.
+        raise _storage_full(error.strerror or "the disk is full") from None
     except sqlite3.OperationalError as error:
         if "full" not in str(error):
             raise
