@@ -12,6 +12,7 @@ import uvicorn
 from threadpoolctl import threadpool_limits
 
 from voxmatch._malloc import retain_freed_memory
+from voxmatch.compute_slots import ComputeSlots
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
@@ -20,7 +21,8 @@ from voxmatch.models.registry import describe, register
 from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
 from voxmatch.tasks import TaskRunner, TaskStore
-from voxmatch.tasks.jobs import build_handlers
+from voxmatch.tasks.extraction_job import EXTRACTION
+from voxmatch.tasks.jobs import COMPARISON, build_handlers
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vad import VoiceActivityDetector
 
@@ -58,7 +60,9 @@ def build_extractor(settings: Settings) -> SharedExtractor:
     return SharedExtractor(with_user_model)
 
 
-def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
+def build_runner(
+    settings: Settings, extractor: SharedExtractor, compute_slots: ComputeSlots
+) -> TaskRunner:
     store = TaskStore(settings.data_dir, fsync=settings.fsync)
     return TaskRunner(
         store,
@@ -72,6 +76,8 @@ def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
         task_ttl_seconds=settings.task_ttl_seconds,
         expiry_interval_seconds=settings.expiry_interval_seconds,
         retry_after_seconds=settings.retry_after_seconds,
+        compute_slots=compute_slots,
+        slot_kinds=(EXTRACTION, COMPARISON),
     )
 
 
@@ -82,13 +88,15 @@ def serve(settings: Settings) -> None:
     threadpool_limits(settings.blas_threads, user_api="blas")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     extractor = build_extractor(settings)
-    runner = build_runner(settings, extractor)
+    # One CPU budget for REST tasks and gRPC calls alike (see docs/grpc.md).
+    compute_slots = ComputeSlots(settings.compute_slot_count)
+    runner = build_runner(settings, extractor, compute_slots)
     runner.start()
     grpc_server = None
     try:
         grpc_endpoints = {}
         if settings.grpc_enabled:
-            grpc_server, grpc_port = build_grpc_server(settings, extractor)
+            grpc_server, grpc_port = build_grpc_server(settings, extractor, compute_slots)
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
         asyncio.run(_serve(settings, runner, grpc_endpoints))
