@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -124,15 +124,23 @@ _WORK_STOPPED = {
 }
 
 
+DEADLINE_SLACK_SECONDS = 0.5
+"""A client ends its call itself when its deadline passes, so the server often hears of it as a
+cancellation shortly before its own copy of the deadline (sent as a timeout, so a little later)
+expires."""
+
+
 def _why_ended(context: grpc.ServicerContext) -> str:
     """Why a call is no longer active, as far as the server can tell."""
-    if context.time_remaining() <= 0:
+    if context.time_remaining() <= DEADLINE_SLACK_SECONDS:
         return "deadline exceeded"
     return "cancelled by the client"
 
 
-def _end_call(context: grpc.ServicerContext, error: Exception, method: str, began: float) -> None:
-    """Turn an exception into the call's status; returns only if the call is already over."""
+def _end_call(
+    context: grpc.ServicerContext, error: Exception, method: str, began: float
+) -> NoReturn:
+    """End the call with the status `error` stands for."""
     if isinstance(error, CallFailed):
         log.info("%s: %s: %s", method, error.code.name, error.message)
         context.abort(error.code, error.message)
@@ -146,7 +154,9 @@ def _end_call(context: grpc.ServicerContext, error: Exception, method: str, bega
             time.monotonic() - began,
             stopped or f"it ended with {type(error).__name__}",
         )
-        return
+        # No client hears this status. Aborting is how a method ends without an answer: a
+        # method that returns None instead has gRPC log a traceback as it fails to serialize it.
+        context.abort(grpc.StatusCode.CANCELLED, "the call ended before it was answered")
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
 
@@ -166,18 +176,17 @@ def guard_unary(
     function: Callable[[_Request, grpc.ServicerContext], _Response],
     *,
     streamed_requests: bool = False,
-) -> Callable[[Any, grpc.ServicerContext], _Response | None]:
+) -> Callable[[Any, grpc.ServicerContext], _Response]:
     """`function` (one response) with its exceptions turned into status codes and requests
     that did not parse into INVALID_ARGUMENT."""
 
     @functools.wraps(function)
-    def call(request: Any, context: grpc.ServicerContext) -> _Response | None:
+    def call(request: Any, context: grpc.ServicerContext) -> _Response:
         began = time.monotonic()
         try:
             response = function(_parsed(request, streamed_requests), context)
         except Exception as error:
             _end_call(context, error, method, began)
-            return None
         _note_abandoned(context, method, began)
         return response
 
