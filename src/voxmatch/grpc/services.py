@@ -76,6 +76,11 @@ def voiceprint_problem(error: VoiceprintError, field: str, offset: int = 0) -> C
 
 
 @dataclass(frozen=True)
+class RequestStreamBrokeOff(Exception):
+    """The request stream ended because the call did, not because the client finished it."""
+
+
+@dataclass(frozen=True)
 class Unparsable:
     """A request message whose bytes do not parse, handed to the method in its place.
 
@@ -121,6 +126,7 @@ _WORK_STOPPED = {
     ScoringStopped: "the comparison stopped",
     ComputeWaitStopped: "it left the line for a compute slot",
     grpc.RpcError: "the request stream broke off",
+    RequestStreamBrokeOff: "the request stream broke off",
 }
 
 
@@ -141,9 +147,6 @@ def _end_call(
     context: grpc.ServicerContext, error: Exception, method: str, began: float
 ) -> NoReturn:
     """End the call with the status `error` stands for."""
-    if isinstance(error, CallFailed):
-        log.info("%s: %s: %s", method, error.code.name, error.message)
-        context.abort(error.code, error.message)
     stopped = next((what for kind, what in _WORK_STOPPED.items() if isinstance(error, kind)), None)
     if not context.is_active() or stopped is not None:
         # The client went away (cancelled, deadline, broken connection): nobody to answer.
@@ -157,6 +160,9 @@ def _end_call(
         # No client hears this status. Aborting is how a method ends without an answer: a
         # method that returns None instead has gRPC log a traceback as it fails to serialize it.
         context.abort(grpc.StatusCode.CANCELLED, "the call ended before it was answered")
+    if isinstance(error, CallFailed):
+        log.info("%s: %s: %s", method, error.code.name, error.message)
+        context.abort(error.code, error.message)
     log.exception("%s failed", method)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}")
 
@@ -323,7 +329,7 @@ class Extraction:
     ) -> sid.ExtractResponse:
         stopped = _stop_check(context, self.compute_slots)
         with tempfile.NamedTemporaryFile(dir=self.spool_dir, prefix="extract-") as spool:
-            first = self._spool(requests, spool)
+            first = self._spool(requests, spool, stopped)
             audio_message = first.audio
             try:
                 raw = (
@@ -362,7 +368,9 @@ class Extraction:
             result=result, processed_audio_length=duration(extraction.processed_seconds)
         )
 
-    def _spool(self, requests: Iterable[sid.ExtractRequest], spool: Any) -> sid.ExtractRequest:
+    def _spool(
+        self, requests: Iterable[sid.ExtractRequest], spool: Any, stopped: Callable[[], bool]
+    ) -> sid.ExtractRequest:
         """Write the stream's audio to `spool`; the first message (which holds the settings)."""
         first: sid.ExtractRequest | None = None
         size = 0
@@ -377,6 +385,10 @@ class Extraction:
                     " (max_upload_bytes)"
                 )
             spool.write(content)
+        if stopped():
+            # gRPC ends the request iterator of a cancelled call as if the client had finished
+            # its stream: what was spooled is only part of the audio.
+            raise RequestStreamBrokeOff()
         if first is None:
             raise invalid("no audio: the request stream was empty")
         if size == 0:
