@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import grpc
 import numpy as np
@@ -75,7 +75,6 @@ def voiceprint_problem(error: VoiceprintError, field: str, offset: int = 0) -> C
     return invalid(f"{field}[{offset + error.index}]: {error.message}")
 
 
-@dataclass(frozen=True)
 class RequestStreamBrokeOff(Exception):
     """The request stream ended because the call did, not because the client finished it."""
 
@@ -369,7 +368,7 @@ class Extraction:
         )
 
     def _spool(
-        self, requests: Iterable[sid.ExtractRequest], spool: Any, stopped: Callable[[], bool]
+        self, requests: Iterable[sid.ExtractRequest], spool: IO[bytes], stopped: Callable[[], bool]
     ) -> sid.ExtractRequest:
         """Write the stream's audio to `spool`; the first message (which holds the settings)."""
         first: sid.ExtractRequest | None = None
