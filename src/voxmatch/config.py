@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from voxmatch.assets import user_model_cache_dir
+from voxmatch.compute_slots import available_cpus
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 
 MIB = 1024 * 1024
@@ -36,7 +37,10 @@ class Settings(BaseSettings):
         8080, ge=0, le=65535, description="gRPC port (8080 is where Phonexia's clients look)."
     )
     grpc_max_concurrent_rpcs: int = Field(
-        8, ge=1, description="gRPC calls served at once; more get RESOURCE_EXHAUSTED."
+        8,
+        ge=1,
+        description="gRPC calls in progress at once (those waiting for a compute slot count);"
+        " more get RESOURCE_EXHAUSTED.",
     )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve gRPC over TLS.")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`.")
@@ -97,6 +101,13 @@ class Settings(BaseSettings):
         " channels used (a stereo file of 1 h uses 2 h).",
     )
     workers: int = Field(2, ge=1, description="Tasks processed at the same time.")
+    compute_slots: int | None = Field(
+        None,
+        ge=1,
+        description="The CPU budget: how many heavy jobs (extractions; comparisons: every REST"
+        " one, gRPC ones over 1,000,000 scores) run at once, REST tasks and gRPC calls together;"
+        " more wait in line. Default: the number of CPUs the server may use. See docs/grpc.md.",
+    )
     queue_capacity: int = Field(
         64, ge=1, description="Tasks waiting to run before new ones get 429."
     )
@@ -162,6 +173,10 @@ class Settings(BaseSettings):
     def model_cache(self) -> Path:
         """The folder model files are cached in: `model_cache_dir`, else the user's cache."""
         return self.model_cache_dir or user_model_cache_dir()
+
+    @property
+    def compute_slot_count(self) -> int:
+        return self.compute_slots or available_cpus()
 
 
 class ConfigError(ValueError):

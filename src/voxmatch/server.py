@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 from voxmatch._listen import bind_tcp, check_free
 from voxmatch._malloc import retain_freed_memory
 from voxmatch.api_keys import KeyRing
+from voxmatch.compute_slots import ComputeSlots
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
@@ -25,7 +26,8 @@ from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
 from voxmatch.rest.header_limits import bounded_head_protocol
 from voxmatch.tasks import TaskRunner, TaskStore
-from voxmatch.tasks.jobs import build_handlers
+from voxmatch.tasks.extraction_job import EXTRACTION
+from voxmatch.tasks.jobs import COMPARISON, build_handlers
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vad import VoiceActivityDetector
 
@@ -63,7 +65,9 @@ def build_extractor(settings: Settings) -> SharedExtractor:
     return SharedExtractor(with_user_model)
 
 
-def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
+def build_runner(
+    settings: Settings, extractor: SharedExtractor, compute_slots: ComputeSlots
+) -> TaskRunner:
     store = TaskStore(settings.data_dir, fsync=settings.fsync)
     return TaskRunner(
         store,
@@ -77,6 +81,8 @@ def build_runner(settings: Settings, extractor: SharedExtractor) -> TaskRunner:
         task_ttl_seconds=settings.task_ttl_seconds,
         expiry_interval_seconds=settings.expiry_interval_seconds,
         retry_after_seconds=settings.retry_after_seconds,
+        compute_slots=compute_slots,
+        slot_kinds=(EXTRACTION, COMPARISON),
     )
 
 
@@ -102,7 +108,9 @@ def serve(settings: Settings) -> None:
     threadpool_limits(settings.blas_threads, user_api="blas")
     _make_private_data_dir(settings.data_dir)
     extractor = build_extractor(settings)
-    runner = build_runner(settings, extractor)
+    # One CPU budget for REST tasks and gRPC calls alike (see docs/grpc.md).
+    compute_slots = ComputeSlots(settings.compute_slot_count)
+    runner = build_runner(settings, extractor, compute_slots)
     metrics = Metrics()
     metrics.watch_runner(runner)
     runner.start()
@@ -111,7 +119,7 @@ def serve(settings: Settings) -> None:
         grpc_endpoints = {}
         if settings.grpc_enabled:
             grpc_server, grpc_port = build_grpc_server(
-                settings, extractor, api_keys=api_keys, metrics=metrics
+                settings, extractor, compute_slots, api_keys=api_keys, metrics=metrics
             )
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from voxmatch.compute_slots import ComputeSlots
 from voxmatch.tasks import (
     TaskContext,
     TaskOutcome,
@@ -147,3 +149,74 @@ def test_observers_learn_each_final_state_and_the_work_done(tmp_path: Path) -> N
     assert done_outcome.work == WorkDone(audio_seconds=2.5, scores=6)
     assert seen["rejected"] == (TaskState.REJECTED, None)
     assert seen["failed"] == (TaskState.FAILED, None)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition was not met in time"
+        time.sleep(0.005)
+
+
+def test_tasks_of_slot_kinds_wait_pending_for_a_compute_slot(tmp_path: Path) -> None:
+    slots = ComputeSlots(1)
+    ran: list[str] = []
+
+    def record_run(context: TaskContext) -> TaskOutcome:
+        ran.append(context.record.kind)
+        return TaskOutcome({"kind": context.record.kind})
+
+    runner = TaskRunner(
+        TaskStore(tmp_path),
+        {"heavy": record_run, "light": record_run},
+        workers=2,
+        queue_capacity=10,
+        task_ttl_seconds=3600,
+        expiry_interval_seconds=3600,
+        compute_slots=slots,
+        slot_kinds=("heavy",),
+    )
+    runner.start()
+    try:
+        with slots.slot():  # another interface holds the only slot
+            cancelled = runner.submit("heavy", {})
+            wait_for(lambda: slots.waiting == 1)
+            stored = runner.store.get(cancelled.id)
+            assert stored is not None
+            assert stored.state is TaskState.PENDING
+            assert (runner.queue_length(), runner.running_count()) == (1, 0)
+            # A task cancelled while it waits leaves the line and never runs.
+            assert runner.cancel(cancelled.id)
+            wait_for(lambda: slots.waiting == 0)
+
+            heavy = runner.submit("heavy", {})
+            wait_for(lambda: slots.waiting == 1)
+            # Light work takes no slot: it runs while the heavy task still waits.
+            light = runner.submit("light", {})
+            assert wait_until_finished(runner.store, light.id) is TaskState.DONE
+            assert ran == ["light"]
+            assert slots.waiting == 1
+        assert wait_until_finished(runner.store, heavy.id) is TaskState.DONE
+        assert ran == ["light", "heavy"]
+        assert runner.store.get(cancelled.id) is None
+    finally:
+        runner.stop()
+
+
+def test_a_stop_leaves_a_task_that_waits_for_a_slot_pending(tmp_path: Path) -> None:
+    slots = ComputeSlots(1)
+
+    def never(context: TaskContext) -> TaskOutcome:
+        raise AssertionError("a task without a slot must not run")
+
+    runner = runner_with(tmp_path, never, compute_slots=slots, slot_kinds=("test",))
+    runner.start()
+    with slots.slot():
+        record = runner.submit("test", {})
+        wait_for(lambda: slots.waiting == 1)
+        runner.stop()
+        assert slots.waiting == 0
+    stopped = runner.store.get(record.id)
+    assert stopped is not None
+    assert (stopped.state, stopped.attempts) == (TaskState.PENDING, 0)
+    runner.store.close()

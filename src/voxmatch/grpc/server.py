@@ -4,7 +4,12 @@
 and stops it beside the REST server. Threads, not asyncio: the work (decoding, the matrix
 product, onnxruntime) releases the GIL, and a thread per call is what `maximum_concurrent_rpcs`
 counts. Calls beyond that limit are refused at once with RESOURCE_EXHAUSTED, which tells a
-client that the server is saturated rather than leaving it waiting in a queue.
+client that the server is saturated rather than leaving it waiting in a queue. Within the
+limit, heavy work waits its turn for a compute slot (the CPU budget shared with REST tasks)
+until the call's deadline, as a gRPC client expects of a busy server.
+
+Every request deserializer is `request_parser`'s, so that bytes which do not parse are the
+client's INVALID_ARGUMENT, not a traceback in the log and INTERNAL.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, wrappers_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from phonexia.grpc.common import licensing_pb2, status_pb2
 from phonexia.grpc.technologies.speaker_identification.v1 import (
     speaker_identification_pb2 as sid,
@@ -22,6 +27,7 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 
 from voxmatch._version import __version__
 from voxmatch.api_keys import KeyRing
+from voxmatch.compute_slots import ComputeSlots
 from voxmatch.config import Settings
 from voxmatch.grpc.auth import ApiKeyInterceptor
 from voxmatch.grpc.interceptor import CallMetricsInterceptor
@@ -33,6 +39,8 @@ from voxmatch.grpc.services import (
     Merging,
     guard_streaming,
     guard_unary,
+    prepare_spool_dir,
+    request_parser,
 )
 from voxmatch.metrics import Metrics
 from voxmatch.models.registry import UnknownModelError, describe
@@ -44,6 +52,7 @@ EXTRACTION_SERVICE = f"{SPEAKER_IDENTIFICATION}.VoiceprintExtraction"
 MERGING_SERVICE = f"{SPEAKER_IDENTIFICATION}.VoiceprintMerging"
 CONVERSION_SERVICE = f"{SPEAKER_IDENTIFICATION}.VoiceprintConversion"
 STATUS_SERVICE = "phonexia.grpc.common.Status"
+HEALTH_SERVICE = "grpc.health.v1.Health"
 SERVICES = (
     COMPARISON_SERVICE,
     EXTRACTION_SERVICE,
@@ -62,9 +71,12 @@ def _already_serialized(message: bytes) -> bytes:
 class Status:
     """phonexia.grpc.common.Status.GetStatus: what this server is and how it is configured."""
 
-    def __init__(self, settings: Settings, extractor: SharedExtractor) -> None:
+    def __init__(
+        self, settings: Settings, extractor: SharedExtractor, compute_slots: ComputeSlots
+    ) -> None:
         self.settings = settings
         self.extractor = extractor
+        self.compute_slots = compute_slots
 
     def get_status(
         self, request: status_pb2.GetStatusRequest, context: grpc.ServicerContext
@@ -89,6 +101,10 @@ class Status:
                 value=settings.grpc_max_concurrent_rpcs
             ),
             "model_loaded": wrappers_pb2.BoolValue(value=self.extractor.loaded),
+            # The CPU budget and its use now (a snapshot: it changes as calls come and go).
+            "compute_slots": wrappers_pb2.Int64Value(value=self.compute_slots.size),
+            "compute_slots_busy": wrappers_pb2.Int64Value(value=self.compute_slots.busy),
+            "compute_slots_waiting": wrappers_pb2.Int64Value(value=self.compute_slots.waiting),
         }
         if description is not None:
             configuration["embedding_dim"] = wrappers_pb2.Int64Value(
@@ -116,7 +132,7 @@ class Status:
 
 
 def _handlers(
-    settings: Settings, extractor: SharedExtractor
+    settings: Settings, extractor: SharedExtractor, compute_slots: ComputeSlots
 ) -> list[grpc.GenericRpcHandler[Any, Any]]:
     limits = Limits(
         max_list_length=settings.max_list_length,
@@ -125,46 +141,62 @@ def _handlers(
         max_audio_seconds=settings.max_audio_seconds,
         memory_budget=settings.memory_budget_bytes,
     )
-    comparison = Comparison(limits)
-    extraction = Extraction(extractor, limits)
+    comparison = Comparison(limits, compute_slots)
+    extraction = Extraction(extractor, limits, compute_slots, prepare_spool_dir(settings.data_dir))
     merging = Merging(limits)
     conversion = Conversion()
-    status = Status(settings, extractor)
+    status = Status(settings, extractor, compute_slots)
+    health = _health()
     methods = {
         COMPARISON_SERVICE: {
             "Compare": grpc.stream_stream_rpc_method_handler(
                 guard_streaming("Compare", comparison.compare),
-                request_deserializer=sid.CompareRequest.FromString,
+                request_deserializer=request_parser(sid.CompareRequest),
                 response_serializer=_already_serialized,
             )
         },
         EXTRACTION_SERVICE: {
             "Extract": grpc.stream_unary_rpc_method_handler(
-                guard_unary("Extract", extraction.extract),
-                request_deserializer=sid.ExtractRequest.FromString,
+                guard_unary("Extract", extraction.extract, streamed_requests=True),
+                request_deserializer=request_parser(sid.ExtractRequest),
                 response_serializer=sid.ExtractResponse.SerializeToString,
             )
         },
         MERGING_SERVICE: {
             "Merge": grpc.unary_unary_rpc_method_handler(
                 guard_unary("Merge", merging.merge),
-                request_deserializer=sid.MergeRequest.FromString,
+                request_deserializer=request_parser(sid.MergeRequest),
                 response_serializer=sid.MergeResponse.SerializeToString,
             )
         },
         CONVERSION_SERVICE: {
             "Convert": grpc.stream_stream_rpc_method_handler(
                 guard_streaming("Convert", conversion.convert),
-                request_deserializer=sid.ConvertRequest.FromString,
+                request_deserializer=request_parser(sid.ConvertRequest),
                 response_serializer=_already_serialized,
             )
         },
         STATUS_SERVICE: {
             "GetStatus": grpc.unary_unary_rpc_method_handler(
                 guard_unary("GetStatus", status.get_status),
-                request_deserializer=status_pb2.GetStatusRequest.FromString,
+                request_deserializer=request_parser(status_pb2.GetStatusRequest),
                 response_serializer=status_pb2.GetStatusResponse.SerializeToString,
             )
+        },
+        # Registered here rather than with grpc_health's helper, whose deserializers raise.
+        # Its servicer implements Check and Watch (List is left UNIMPLEMENTED, as gRPC answers
+        # for any method not registered).
+        HEALTH_SERVICE: {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                guard_unary("Check", health.Check),
+                request_deserializer=request_parser(health_pb2.HealthCheckRequest),
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            ),
+            "Watch": grpc.unary_stream_rpc_method_handler(
+                guard_streaming("Watch", health.Watch, streamed_requests=False),
+                request_deserializer=request_parser(health_pb2.HealthCheckRequest),
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            ),
         },
     }
     return [
@@ -192,11 +224,14 @@ def grpc_target(host: str, port: int) -> str:
 def build_grpc_server(
     settings: Settings,
     extractor: SharedExtractor,
+    compute_slots: ComputeSlots,
     *,
     api_keys: KeyRing | None,
     metrics: Metrics,
 ) -> tuple[grpc.Server, int]:
     """The gRPC server with every service registered, bound but not started, and its port.
+
+    Heavy calls draw on `compute_slots`, the CPU budget the REST task workers share.
 
     TLS when `tls_cert` and `tls_key` are set, plaintext otherwise. Calls need a key of
     `api_keys` when given. Raises OSError when the address cannot be bound or the certificate
@@ -212,7 +247,7 @@ def build_grpc_server(
     workers = settings.grpc_max_concurrent_rpcs
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxmatch-grpc"),
-        handlers=_handlers(settings, extractor),
+        handlers=_handlers(settings, extractor, compute_slots),
         # Metrics outermost, so that refused (UNAUTHENTICATED) calls are counted too.
         interceptors=[
             CallMetricsInterceptor(metrics),
@@ -221,7 +256,6 @@ def build_grpc_server(
         options=options,
         maximum_concurrent_rpcs=workers,
     )
-    health_pb2_grpc.add_HealthServicer_to_server(_health(), server)
     target = grpc_target(settings.grpc_address, settings.grpc_port)
     try:
         if settings.tls_cert is not None and settings.tls_key is not None:

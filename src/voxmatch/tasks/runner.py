@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from voxmatch.compute_slots import ComputeSlots, ComputeWaitStopped
 from voxmatch.logs import request_ids
 from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
 
@@ -137,7 +138,11 @@ class TaskRunner:
         expiry_interval_seconds: float,
         retry_after_seconds: int = 1,
         document_cache_bytes: int = 256 * 1024 * 1024,
+        compute_slots: ComputeSlots | None = None,
+        slot_kinds: Collection[str] = (),
     ) -> None:
+        """Tasks of `slot_kinds` run only while they hold one of `compute_slots` (the CPU budget
+        shared with the other interfaces); they wait for it still pending."""
         self.store = store
         self.handlers = dict(handlers)
         self.workers = workers
@@ -156,6 +161,10 @@ class TaskRunner:
         self._threads: list[threading.Thread] = []
         self._finish_listeners: list[Callable[[str], None]] = []
         self._observers: list[TaskObserver] = []
+        self._compute_slots = compute_slots
+        self._slot_kinds = frozenset(slot_kinds)
+        self._awaiting_slot = 0
+        """Tasks taken from the queue that wait for a compute slot: still pending."""
 
     def add_renderer(self, kind: str, name: str, renderer: Renderer) -> None:
         """Render document `name` of every task of `kind` when it is done, and keep it in memory
@@ -343,11 +352,11 @@ class TaskRunner:
 
     def queue_length(self) -> int:
         with self._condition:
-            return len(self._queue)
+            return len(self._queue) + self._awaiting_slot
 
     def running_count(self) -> int:
         with self._condition:
-            return len(self._running)
+            return len(self._running) - self._awaiting_slot
 
     def _delete(self, task_id: str) -> bool:
         self._documents.drop_task(task_id)
@@ -370,12 +379,39 @@ class TaskRunner:
     def _work(self) -> None:
         while (task_id := self._next()) is not None:
             try:
-                self._run(task_id)
+                with self._compute_slot(task_id):
+                    self._run(task_id)
+            except ComputeWaitStopped:
+                # Cancelled while it waited (and so already removed), or the runner is stopping
+                # (the task is still pending on disk and runs at the next start).
+                log.debug("task %s gave up waiting for a compute slot", task_id)
             except Exception:
                 log.exception("task %s: unexpected error in the runner", task_id)
             finally:
                 with self._condition:
                     self._running.pop(task_id, None)
+
+    @contextlib.contextmanager
+    def _compute_slot(self, task_id: str) -> Iterator[None]:
+        """Hold a compute slot while the task runs, if its kind needs one."""
+        with self._condition:
+            fresh = self._fresh.get(task_id)
+            cancelled = self._running[task_id]
+        record = fresh.record if fresh is not None else self.store.get(task_id)
+        if self._compute_slots is None or record is None or record.kind not in self._slot_kinds:
+            yield
+            return
+        with self._condition:
+            self._awaiting_slot += 1
+        try:
+            self._compute_slots.acquire(lambda: cancelled.is_set() or self._stopping.is_set())
+        finally:
+            with self._condition:
+                self._awaiting_slot -= 1
+        try:
+            yield
+        finally:
+            self._compute_slots.release()
 
     def _start(self, task_id: str) -> tuple[TaskContext, _Fresh | None] | None:
         """The task's context, and its in-memory form if it was submitted by this process;
