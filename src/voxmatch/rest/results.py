@@ -108,12 +108,13 @@ def open_file(path: Path) -> tuple[Body, int]:
     stream = path.open("rb")
     try:
         size = os.fstat(stream.fileno()).st_size
-        if size <= FILE_PIECE_BYTES:
+        if size > FILE_PIECE_BYTES:
+            return _file_pieces(stream), size
+        with stream:
             return stream.read(), size
     except BaseException:
         stream.close()
         raise
-    return _file_pieces(stream), size
 
 
 def _file_pieces(stream: BinaryIO) -> Iterator[bytes]:
