@@ -87,8 +87,14 @@ def test_a_large_stored_array_is_mapped_and_renders_like_the_loaded_one(tmp_path
     assert isinstance(arrays["large"], np.memmap)
     assert not isinstance(arrays["small"], np.memmap)
     record = done_task()
-    result = {"values": arrays["large"].reshape(-1), "small": arrays["small"]}
-    expected = {"values": np.load(large).reshape(-1), "small": np.load(small)}
+    # Rows of a mapped array too, as the conversion's result lists them.
+    result = {
+        "values": arrays["large"].reshape(-1),
+        "rows": list(arrays["large"][:3]),
+        "small": arrays["small"],
+    }
+    loaded = np.load(large)
+    expected = {"values": loaded.reshape(-1), "rows": list(loaded[:3]), "small": np.load(small)}
     assert joined(render_task(record, result)) == one_shot(record, expected)
 
 

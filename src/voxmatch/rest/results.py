@@ -58,10 +58,9 @@ def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     """`value` with each large array replaced by a marker string, the array kept in `large`;
     memory-mapped arrays become plain views (orjson renders only plain ndarrays)."""
     if isinstance(value, np.ndarray):
-        array = np.asarray(value)
-        if array.size <= PIECE_VALUES:
-            return array
-        large.append(array)
+        if value.size <= PIECE_VALUES:
+            return np.asarray(value) if isinstance(value, np.memmap) else value
+        large.append(np.asarray(value))
         return f"{marker}{len(large) - 1}"
     if isinstance(value, dict):
         return {key: _set_aside(item, large, marker) for key, item in value.items()}
