@@ -76,11 +76,6 @@ def _scores_on_b(
             # Opened once the first block is computed: until the inputs are on disk there is
             # no task folder, and a small comparison (one block) need not wait for that.
             scores = context.result_array("scores", (len(inputs_b), len(inputs_a)), np.float32)
-            if stop < len(inputs_a):
-                # Several blocks land in column stripes: faulting a fresh file mapping in that
-                # order is slow (20,000 x 20,000 on ext4, measured: 3.2 to 5 s of stripes),
-                # touching its pages in file order first is not (0.3 to 0.5 s, then 0.45 s).
-                scores.reshape(-1)[:] = 0
         scores[:, start:stop] = block[: stop - start].T
     assert scores is not None  # inputs hold at least one voiceprint
     return scores

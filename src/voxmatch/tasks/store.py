@@ -31,6 +31,8 @@ import numpy.typing as npt
 
 JsonObject = dict[str, Any]
 
+_ZEROS_BYTES = 1 << 20
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -203,13 +205,21 @@ class TaskStore:
     ) -> np.memmap[Any, np.dtype[Any]]:
         """A result array to fill in place, mapped on its own .npy file in the task's folder:
         a large result then exists once, in the file it is served from. `write_result_arrays`
-        puts it in place. Its disk space is reserved now, so a full disk is an error here
-        rather than a crash (SIGBUS) when a page of a sparse file is first written."""
+        puts it in place.
+
+        The file is written whole (zeros) before its pages are touched: its disk space is then
+        reserved, so a full disk is an error here rather than a SIGBUS at the first write of a
+        page of a sparse file, and its pages are in the page cache, so filling the mapping in
+        any order is cheap. (Faulting the pages of a sparse or preallocated file cost the
+        kernel 0.3 to 3 s of zeroing per 1.6 GB on ext4, measured; writing zeros, 0.3 to 0.5 s.)
+        """
         partial = _partial(self.task_dir(task_id) / f"out.{name}.npy")
         mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
-        if hasattr(os, "posix_fallocate"):  # not on macOS, where the sparse file must do
-            with partial.open("r+b") as stream:
-                os.posix_fallocate(stream.fileno(), 0, os.fstat(stream.fileno()).st_size)
+        zeros = bytes(_ZEROS_BYTES)
+        with partial.open("r+b") as stream:
+            stream.seek(mapped.offset)
+            for start in range(0, mapped.nbytes, len(zeros)):
+                stream.write(zeros[: mapped.nbytes - start])
         return mapped
 
     def write_result_arrays(self, task_id: str, arrays: Mapping[str, npt.NDArray[Any]]) -> bool:
