@@ -50,10 +50,17 @@ def random_voiceprints(count: int, seed: int) -> list[str]:
     return batch.to_base64_list()
 
 
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    endpoints: dict[str, str]
+    """`rest`: the base URL, `grpc`: host:port."""
+
+
 @contextmanager
-def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
-    """Start `voxmatch serve` on free ports in a fresh data folder; yield its endpoints
-    (`rest`: the base URL, `grpc`: host:port)."""
+def server_process(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Start `voxmatch serve` on free ports in a fresh data folder; yield it once it listens,
+    and stop it (if it is still running) on the way out."""
     with tempfile.TemporaryDirectory(prefix="voxmatch-bench-") as data_dir:
         process = subprocess.Popen(
             [
@@ -78,7 +85,26 @@ def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Itera
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the server did not start")
                 time.sleep(0.05)
-            yield dict(json.loads(endpoints.read_text()))
+            yield Server(process, dict(json.loads(endpoints.read_text())))
         finally:
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
             process.wait(30)
+
+
+@contextmanager
+def running_server(*extra_args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Start `voxmatch serve` on free ports in a fresh data folder; yield its endpoints
+    (`rest`: the base URL, `grpc`: host:port)."""
+    with server_process(*extra_args, env=env) as server:
+        yield server.endpoints
+
+
+def memory_status(pid: int) -> dict[str, int]:
+    """The memory lines of /proc/<pid>/status (VmRSS, VmHWM: the peak RSS...), in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name.startswith("Vm") and value.strip().endswith("kB"):
+            values[name] = 1024 * int(value.split()[0])
+    return values

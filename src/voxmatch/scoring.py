@@ -50,7 +50,9 @@ def _as_matrix(embeddings: npt.ArrayLike) -> FloatMatrix:
     return matrix.reshape(1, -1) if matrix.ndim == 1 else matrix
 
 
-def _rows_per_block(columns: int, memory_budget: int) -> int:
+def rows_per_block(columns: int, memory_budget: int) -> int:
+    """Rows of one block of `score_matrix` against `columns` columns: a caller that splits the
+    rows into blocks of this size makes the same matrix products, hence the same bits."""
     # Each block row needs its scores and its scaling factors: 8 bytes per column.
     return max(1, memory_budget // max(1, columns * 8))
 
@@ -62,13 +64,21 @@ def score_matrix(
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     should_stop: Callable[[], bool] | None = None,
+    out: FloatMatrix | None = None,
 ) -> FloatMatrix:
-    """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns))."""
+    """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns)),
+    written into `out` (C-contiguous float32 of that shape: a memory-mapped file, say) if given."""
     row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
     row_inverse, row_empty = _inverse_norms(row_matrix)
     column_inverse, column_empty = _inverse_norms(column_matrix)
-    scores = np.empty((len(row_matrix), len(column_matrix)), dtype=np.float32)
-    block_rows = _rows_per_block(len(column_matrix), memory_budget)
+    shape = (len(row_matrix), len(column_matrix))
+    if out is None:
+        scores = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+    else:
+        scores = out
+    block_rows = rows_per_block(len(column_matrix), memory_budget)
     for start in range(0, len(row_matrix), block_rows):
         if should_stop is not None and should_stop():
             raise ScoringStopped("scoring stopped on request")

@@ -1,8 +1,8 @@
 """The SPE4 task pattern shared by every technology: 202 + Location, poll, result or error.
 
 Each technology registers its POST route itself and calls `add_task_routes` for the GET and
-DELETE routes under `/api/technology/<technology>/{task_id}`. Results are rendered with orjson
-straight from NumPy arrays, never through Python lists of floats.
+DELETE routes under `/api/technology/<technology>/{task_id}`. Results are rendered from the
+stored result files when a client asks, in the form it asks for (see voxmatch.rest.results).
 """
 
 from __future__ import annotations
@@ -13,36 +13,28 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.auth import requester_var, visible_to_requester
 from voxmatch.rest.errors import ApiError, detail_item, not_found, queue_full
+from voxmatch.rest.results import Body, ResultRenderer, load_result_arrays, open_file, render_task
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted, TaskResponse
-from voxmatch.tasks import QueueFull, TaskOutcome, TaskRecord, TaskRunner, TaskState
-from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks import QueueFull, TaskRecord, TaskRunner, TaskState
 
 log = logging.getLogger("voxmatch.rest")
 
 NPY_MEDIA_TYPE = "application/x-npy"
 TECHNOLOGY_PREFIX = "/api/technology"
-
-ResultRenderer = Callable[[JsonObject, Mapping[str, npt.NDArray[Any]]], dict[str, Any]]
-"""Builds the `result` object of a done task from its stored result and arrays; values may be
-NumPy arrays, which orjson renders without Python floats."""
-
-REST_DOCUMENT = "rest.json"
-"""The GET body of a done task, rendered once by the worker that finished it."""
 
 
 def task_location(technology: str, task_id: str) -> str:
@@ -148,17 +140,6 @@ def add_json_task_route(
     )
 
 
-def render_task(record: TaskRecord, result: dict[str, Any] | None) -> bytes:
-    return orjson.dumps(
-        {
-            "task": {"task_id": record.id, "state": record.state.value},
-            "result": result,
-            "error": record.error,
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
-
-
 class FinishedTasks:
     """Lets a GET of an unfinished task wait, without a thread, until a worker finishes it."""
 
@@ -213,6 +194,13 @@ def _unfinished(runner: TaskRunner, task_id: str) -> bool:
     return record is not None and not record.state.finished
 
 
+def _response(body: Body, media_type: str, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, bytes):
+        return Response(body, media_type=media_type, headers=headers)
+    # A sync iterator: Starlette draws each piece in a worker thread, off the event loop.
+    return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
 def add_task_routes(
     router: APIRouter,
     tasks: TaskApi,
@@ -231,24 +219,13 @@ def add_task_routes(
     runner = tasks.runner
     stored_arrays = (npy_array,) if npy_array else ()
 
-    def render_done(record: TaskRecord, outcome: TaskOutcome) -> bytes:
-        done = replace(record, state=TaskState.DONE)
-        return render_task(done, render_result(outcome.result, outcome.arrays))
-
-    runner.add_renderer(kind, REST_DOCUMENT, render_done)
-
-    def render_from_store(record: TaskRecord) -> bytes:
-        document = runner.document(record.id, REST_DOCUMENT)
-        if document is not None:
-            return document
-        # Rendered before a restart, or dropped from memory since: render it from the arrays.
+    def render_from_store(record: TaskRecord) -> Body:
+        paths = {name: runner.store.result_array_path(record.id, name) for name in stored_arrays}
         try:
-            arrays = {name: runner.store.result_array(record.id, name) for name in stored_arrays}
+            arrays = load_result_arrays(paths)
         except FileNotFoundError:
-            raise not_found(record.id) from None
-        document = render_task(record, render_result(record.result or {}, arrays))
-        runner.keep_document(record.id, REST_DOCUMENT, document)
-        return document
+            raise not_found(record.id) from None  # deleted since it was found
+        return render_task(record, render_result(record.result or {}, arrays))
 
     def find(task_id: uuid.UUID) -> TaskRecord:
         record = runner.get(str(task_id))
@@ -256,9 +233,9 @@ def add_task_routes(
             raise not_found(str(task_id))
         return record
 
-    def read_npy(record: TaskRecord, name: str) -> bytes:
+    def open_npy(record: TaskRecord, name: str) -> tuple[Body, int]:
         try:
-            return runner.store.result_array_path(record.id, name).read_bytes()
+            return open_file(runner.store.result_array_path(record.id, name))
         except FileNotFoundError:
             raise not_found(record.id) from None
 
@@ -270,15 +247,15 @@ def add_task_routes(
             )
             record = find(task_id)
         if record.state is not TaskState.DONE:
-            return Response(render_task(record, None), media_type="application/json")
+            return _response(render_task(record, None), "application/json")
         if npy_array and NPY_MEDIA_TYPE in request.headers.get("accept", ""):
-            return Response(
-                await run_in_threadpool(read_npy, record, npy_array),
-                media_type=NPY_MEDIA_TYPE,
-                headers={"x-task-state": record.state.value},
+            body, size = await run_in_threadpool(open_npy, record, npy_array)
+            return _response(
+                body,
+                NPY_MEDIA_TYPE,
+                {"content-length": str(size), "x-task-state": record.state.value},
             )
-        body = await run_in_threadpool(render_from_store, record)
-        return Response(body, media_type="application/json")
+        return _response(await run_in_threadpool(render_from_store, record), "application/json")
 
     async def delete_task(task_id: uuid.UUID) -> Response:
         record = find(task_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from voxmatch.models.registry import describe
-from voxmatch.scoring import score_matrix
+from voxmatch.models.registry import Calibration, describe
+from voxmatch.scoring import FloatMatrix, rows_per_block, score_matrix
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, WorkDone
 from voxmatch.tasks.shared_extractor import SharedExtractor
@@ -18,22 +20,29 @@ def comparison_handler(memory_budget: int) -> Handler:
     """Scores of every pair of inputs `a` and `b`. Rows follow `a` unless the task's params say
     `"rows": "b"` (as SPE4's REST API lays the matrix out).
 
-    The matrix is always computed with rows on `a` and transposed when asked: matrix products
-    of differently shaped inputs may round differently in the last bit, and a pair must score
-    the same whichever interface asked.
+    The scores are written straight into the result file (memory-mapped), so the matrix exists
+    once, and no full-size copy is made to transpose it. The matrix products are always those
+    of `score_matrix(a, b)`, row blocks of `a` against all of `b`, and each block is
+    transposed into place when rows follow `b`: matrix products of differently shaped inputs
+    may round differently in the last bit, and a pair must score the same whichever interface
+    asked (gRPC computes `score_matrix(a, b)`).
     """
 
     def compare(context: TaskContext) -> TaskOutcome:
         calibration = describe(context.params["model"]).calibration
-        scores = score_matrix(
-            context.array("a"),
-            context.array("b"),
-            calibration,
-            memory_budget=memory_budget,
-            should_stop=context.should_stop,
-        )
+        inputs_a, inputs_b = context.array("a"), context.array("b")
         if context.params.get("rows") == "b":
-            scores = np.ascontiguousarray(scores.T)
+            scores = _scores_on_b(context, inputs_a, inputs_b, calibration, memory_budget)
+        else:
+            scores = context.result_array("scores", (len(inputs_a), len(inputs_b)), np.float32)
+            score_matrix(
+                inputs_a,
+                inputs_b,
+                calibration,
+                memory_budget=memory_budget,
+                should_stop=context.should_stop,
+                out=scores,
+            )
         return TaskOutcome(
             result={"rows_count": scores.shape[0], "columns_count": scores.shape[1]},
             arrays={"scores": scores},
@@ -41,6 +50,36 @@ def comparison_handler(memory_budget: int) -> Handler:
         )
 
     return compare
+
+
+def _scores_on_b(
+    context: TaskContext,
+    inputs_a: FloatMatrix,
+    inputs_b: FloatMatrix,
+    calibration: Calibration,
+    memory_budget: int,
+) -> np.memmap[Any, np.dtype[Any]]:
+    """score_matrix(a, b).T, computed block by block and written into the result file."""
+    block_rows = rows_per_block(len(inputs_b), memory_budget)
+    block = np.empty((min(block_rows, len(inputs_a)), len(inputs_b)), np.float32)
+    scores: np.memmap[Any, np.dtype[Any]] | None = None
+    for start in range(0, len(inputs_a), block_rows):
+        stop = min(start + block_rows, len(inputs_a))
+        score_matrix(
+            inputs_a[start:stop],
+            inputs_b,
+            calibration,
+            memory_budget=memory_budget,
+            should_stop=context.should_stop,
+            out=block[: stop - start],
+        )
+        if scores is None:
+            # Opened once the first block is computed: until the inputs are on disk there is
+            # no task folder, and a small comparison (one block) need not wait for that.
+            scores = context.result_array("scores", (len(inputs_b), len(inputs_a)), np.float32)
+        scores[:, start:stop] = block[: stop - start].T
+    assert scores is not None  # inputs hold at least one voiceprint
+    return scores
 
 
 def build_handlers(

@@ -16,11 +16,11 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from voxmatch.compute_slots import ComputeSlots, ComputeWaitStopped
@@ -75,12 +75,14 @@ class TaskContext:
         store: TaskStore,
         arrays: Mapping[str, npt.NDArray[Any]] | None,
         cancelled: threading.Event,
+        stored: Callable[[], bool] | None = None,
     ) -> None:
         self.record = record
         self.params = record.params
         self._store = store
         self._arrays = arrays or {}
         self._cancelled = cancelled
+        self._stored = stored
 
     def array(self, name: str) -> npt.NDArray[Any]:
         if name in self._arrays:
@@ -90,14 +92,20 @@ class TaskContext:
     def file(self, name: str) -> Path:
         return self._store.input_file(self.record.id, name)
 
+    def result_array(
+        self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike
+    ) -> np.memmap[Any, np.dtype[Any]]:
+        """A result array written in place in its file (see `TaskStore.open_result_array`);
+        return it in the outcome's `arrays` under the same name."""
+        if self._stored is not None and not self._stored():
+            raise RuntimeError("the task could not be stored")
+        return self._store.open_result_array(self.record.id, name, shape, dtype)
+
     def should_stop(self) -> bool:
         return self._cancelled.is_set()
 
 
 Handler = Callable[[TaskContext], TaskOutcome]
-Renderer = Callable[[TaskRecord, TaskOutcome], bytes]
-"""Turns a finished task's outcome into a document (an interface's response body, say), so that
-rendering happens once, in the bounded worker pool, not on every read."""
 TaskObserver = Callable[[TaskRecord, TaskState, TaskOutcome | None], None]
 """Told of every task this process finishes: its final state, and its outcome when done."""
 
@@ -137,7 +145,6 @@ class TaskRunner:
         task_ttl_seconds: float,
         expiry_interval_seconds: float,
         retry_after_seconds: int = 1,
-        document_cache_bytes: int = 256 * 1024 * 1024,
         compute_slots: ComputeSlots | None = None,
         slot_kinds: Collection[str] = (),
     ) -> None:
@@ -150,13 +157,10 @@ class TaskRunner:
         self.task_ttl_seconds = task_ttl_seconds
         self.expiry_interval_seconds = expiry_interval_seconds
         self.retry_after_seconds = retry_after_seconds
-        self._renderers: dict[str, list[tuple[str, Renderer]]] = {}
         self._queue: collections.deque[str] = collections.deque()
         self._condition = threading.Condition()
         self._fresh: dict[str, _Fresh] = {}
         self._running: dict[str, threading.Event] = {}
-        self._documents = _DocumentCache(document_cache_bytes)
-        self._writer = ThreadPoolExecutor(workers, "voxmatch-result-writer")
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._finish_listeners: list[Callable[[str], None]] = []
@@ -165,11 +169,6 @@ class TaskRunner:
         self._slot_kinds = frozenset(slot_kinds)
         self._awaiting_slot = 0
         """Tasks taken from the queue that wait for a compute slot: still pending."""
-
-    def add_renderer(self, kind: str, name: str, renderer: Renderer) -> None:
-        """Render document `name` of every task of `kind` when it is done, and keep it in memory
-        (see `document`)."""
-        self._renderers.setdefault(kind, []).append((name, renderer))
 
     def add_finish_listener(self, listener: Callable[[str], None]) -> None:
         """Call `listener(task_id)` (from a worker thread) whenever a task finishes or is
@@ -202,13 +201,6 @@ class TaskRunner:
             and all(thread.is_alive() for thread in self._threads)
         )
 
-    def document(self, task_id: str, name: str) -> bytes | None:
-        """A rendered document of a done task, if still in memory."""
-        return self._documents.get(task_id, name)
-
-    def keep_document(self, task_id: str, name: str, content: bytes) -> None:
-        self._documents.put(task_id, {name: content})
-
     # --- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -239,7 +231,6 @@ class TaskRunner:
             self.store.requeue(task_id, count_attempt=False)
         if unfinished:
             log.info("%d running tasks will run again at the next start", len(unfinished))
-        self._writer.shutdown(wait=False, cancel_futures=True)
 
     def _recover(self) -> None:
         removed = self.store.remove_orphan_folders()
@@ -359,7 +350,6 @@ class TaskRunner:
             return len(self._running) - self._awaiting_slot
 
     def _delete(self, task_id: str) -> bool:
-        self._documents.drop_task(task_id)
         removed = self.store.delete(task_id)
         self._finished(task_id)
         return removed
@@ -429,7 +419,10 @@ class TaskRunner:
                 return None
             # Not yet on disk: work on the in-memory inputs now; `submit` marks the row running
             # once it exists, and the result is recorded only after that.
-            return TaskContext(fresh.record, self.store, fresh.arrays, cancelled), fresh
+            return (
+                TaskContext(fresh.record, self.store, fresh.arrays, cancelled, fresh.settled),
+                fresh,
+            )
         if not self.store.mark_running(task_id):
             return None
         record = self.store.get(task_id)
@@ -483,23 +476,15 @@ class TaskRunner:
                 self._observe(record, TaskState.FAILED, None)
 
     def _complete(self, context: TaskContext, fresh: _Fresh | None) -> bool:
-        """Run the handler, render, store the result; False if the task went away meanwhile."""
+        """Run the handler, store the result; False if the task went away meanwhile."""
         record = context.record
         outcome = self.handlers[record.kind](context)
-        written: Future[bool] | None = None
-        if outcome.arrays:
-            # The disk write releases the GIL, rendering holds it: do both at once.
-            written = self._writer.submit(self._write_results, record.id, fresh, outcome)
-        documents = {
-            name: render(record, outcome) for name, render in self._renderers.get(record.kind, [])
-        }
         if fresh is not None and not fresh.settled():
             return False
-        if written is not None and not written.result():
+        if outcome.arrays and not self.store.write_result_arrays(record.id, outcome.arrays):
             return False
         if context.should_stop() or not self.store.mark_done(record.id, outcome.result):
             return False
-        self._documents.put(record.id, documents)
         self._observe(record, TaskState.DONE, outcome)
         return True
 
@@ -515,11 +500,6 @@ class TaskRunner:
             # store and runs again after a restart, rather than being reported wrongly.
             log.exception("task %s: cannot record its %s state", task_id, state.value)
 
-    def _write_results(self, task_id: str, fresh: _Fresh | None, outcome: TaskOutcome) -> bool:
-        if fresh is not None and not fresh.settled():
-            return False
-        return self.store.write_result_arrays(task_id, outcome.arrays)
-
     def _sweep(self) -> None:
         while not self._stopping.wait(self.expiry_interval_seconds):
             try:
@@ -534,45 +514,6 @@ class TaskRunner:
         if expired:
             log.info("deleted %d expired tasks", len(expired))
         return len(expired)
-
-
-class _DocumentCache:
-    """Recently rendered documents of tasks, least recently used dropped beyond a byte budget.
-
-    Rendered forms are derived from the durable result arrays and can be rendered again, so
-    they live in memory rather than costing a second disk write per task.
-    """
-
-    def __init__(self, budget_bytes: int) -> None:
-        self._budget = budget_bytes
-        self._size = 0
-        self._entries: collections.OrderedDict[str, dict[str, bytes]] = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, task_id: str, name: str) -> bytes | None:
-        with self._lock:
-            documents = self._entries.get(task_id)
-            if documents is None:
-                return None
-            self._entries.move_to_end(task_id)
-            return documents.get(name)
-
-    def put(self, task_id: str, documents: Mapping[str, bytes]) -> None:
-        with self._lock:
-            kept = self._entries.setdefault(task_id, {})
-            for name, content in documents.items():
-                self._size += len(content) - len(kept.get(name, b""))
-                kept[name] = content
-            self._entries.move_to_end(task_id)
-            while self._size > self._budget and self._entries:
-                _, dropped = self._entries.popitem(last=False)
-                self._size -= sum(len(content) for content in dropped.values())
-
-    def drop_task(self, task_id: str) -> None:
-        with self._lock:
-            dropped = self._entries.pop(task_id, None)
-            if dropped is not None:
-                self._size -= sum(len(content) for content in dropped.values())
 
 
 def _internal_error(message: str) -> JsonObject:

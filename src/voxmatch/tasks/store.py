@@ -31,6 +31,8 @@ import numpy.typing as npt
 
 JsonObject = dict[str, Any]
 
+_ZEROS_BYTES = 1 << 20
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -210,12 +212,39 @@ class TaskStore:
             )
             return cursor.rowcount == 1
 
+    def open_result_array(
+        self, task_id: str, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike
+    ) -> np.memmap[Any, np.dtype[Any]]:
+        """A result array to fill in place, mapped on its own .npy file in the task's folder:
+        a large result then exists once, in the file it is served from. `write_result_arrays`
+        puts it in place.
+
+        The file is written whole (zeros) before its pages are touched: its disk space is then
+        reserved, so a full disk is an error here rather than a SIGBUS at the first write of a
+        page of a sparse file, and its pages are in the page cache, so filling the mapping in
+        any order is cheap. (Faulting the pages of a sparse or preallocated file cost the
+        kernel 0.3 to 3 s of zeroing per 1.6 GB on ext4, measured; writing zeros, 0.3 to 0.5 s.)
+        """
+        partial = _partial(self.task_dir(task_id) / f"out.{name}.npy")
+        mapped = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+        zeros = bytes(_ZEROS_BYTES)
+        with partial.open("r+b") as stream:
+            stream.seek(mapped.offset)
+            for start in range(0, mapped.nbytes, len(zeros)):
+                stream.write(zeros[: mapped.nbytes - start])
+        return mapped
+
     def write_result_arrays(self, task_id: str, arrays: Mapping[str, npt.NDArray[Any]]) -> bool:
-        """Write a task's result arrays (before `mark_done`); False if the task is gone."""
+        """Write a task's result arrays (before `mark_done`), or put in place those filled by
+        `open_result_array`; False if the task is gone."""
         folder = self.task_dir(task_id)
         try:
             for name, array in arrays.items():
-                self._write_array(folder / f"out.{name}.npy", array)
+                path = folder / f"out.{name}.npy"
+                if isinstance(array, np.memmap) and _same_path(array.filename, _partial(path)):
+                    self._put_mapped_array(path, array)
+                else:
+                    self._write_array(path, array)
         except FileNotFoundError:
             return False  # the task was deleted while its result was being written
         return True
@@ -330,7 +359,7 @@ class TaskStore:
             pass
 
     def _write_array(self, path: Path, array: npt.NDArray[Any]) -> None:
-        partial = path.with_name(path.name + ".partial")
+        partial = _partial(path)
         with partial.open("wb") as stream:
             np.save(stream, array, allow_pickle=False)
             if self._fsync:
@@ -338,10 +367,28 @@ class TaskStore:
                 os.fsync(stream.fileno())
         os.replace(partial, path)
 
+    def _put_mapped_array(self, path: Path, array: np.memmap[Any, np.dtype[Any]]) -> None:
+        if self._fsync:
+            array.flush()
+            _fsync_file(_partial(path))
+        # Without fsync the written pages need no flush: a read of the file sees them, as it
+        # sees the pages of a plain write, and the kernel writes them back in its own time.
+        os.replace(_partial(path), path)
+
     def _discard_inputs(self, task_id: str) -> None:
         folder = self.task_dir(task_id)
         for path in folder.glob("in.*"):
             path.unlink(missing_ok=True)
+
+
+def _partial(path: Path) -> Path:
+    """Where a file is written before it is renamed into place."""
+    return path.with_name(path.name + ".partial")
+
+
+def _same_path(mapped: str | Path | None, path: Path) -> bool:
+    # NumPy keeps a memory map's file name as it was given: a str or a Path.
+    return mapped is not None and os.path.abspath(mapped) == os.path.abspath(path)
 
 
 def _load_array(path: Path) -> npt.NDArray[Any]:
