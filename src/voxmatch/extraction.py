@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch._malloc import release_freed_memory
 from voxmatch.audio import (
     DEFAULT_MAX_DURATION,
     DecodedAudio,
@@ -284,6 +285,9 @@ class _SignalExtraction:
         embedding = self._extractor.model.embed_samples(piece).astype(np.float64)
         self._sum += piece.shape[0] * embedding / np.linalg.norm(embedding)
         self._weight += piece.shape[0]
+        # The network's buffers were just freed: give them back now, or a long recording
+        # fragments the heap until it holds several times what is in use (see _malloc).
+        release_freed_memory()
 
     def _check(self) -> None:
         if self._should_stop is not None and self._should_stop():
