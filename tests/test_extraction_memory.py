@@ -21,7 +21,7 @@ from conftest import ServerFactory
 from voxmatch import Voiceprint, compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.long_recording import held_out_speech, write_long_recording  # noqa: E402
+from bench.long_recording import held_out_speech, write_long_recording
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 MIB = 1 << 20

@@ -16,6 +16,10 @@ segment, minimum speech to keep one, padding on both sides), but in vectorised N
 per-window Python loop. The `max_speech_duration_s` splitting of the original is not offered: we
 only need where speech is, not bounded chunks of it.
 
+`SpeechStream` scores audio as it arrives and hands out speech as soon as it is settled, keeping
+only the audio that may still become speech (`SpeechSegmenter`), so its memory does not grow
+with the length of the stream.
+
 One detector holds one onnxruntime session and can be called from several threads at once: the
 recurrent state and context live in each call (or `SpeechStream`), never in the detector.
 """
