@@ -1,4 +1,4 @@
-"""glibc malloc settings for the server: keep freed memory for reuse, give it back after tasks.
+"""glibc malloc settings for the server: keep freed memory for reuse, give it back after long work.
 
 A comparison request of 50,000 voiceprints is about 55 MB of JSON, decoded through buffers of the
 same size. glibc serves allocations that large with fresh mmap()s and unmaps them on free, so
@@ -12,8 +12,10 @@ blocks of many sizes (an extraction: decoded blocks, network buffers) fragments 
 grows far past what is in use at any time (1.2 GB for a two-hour recording). So:
 
 - blocks of 256 MB and more (a large score matrix) are still mmap()ed, and go back at free;
-- `release_freed_memory()` hands the free pages of the heap back to the kernel; the extraction
-  task calls it when it ends, so a long recording leaves nothing behind.
+- `release_freed_memory()` hands the free pages of the heap back to the kernel; extraction calls
+  it after each network piece and when it ends, so a long recording neither fragments the heap
+  upward nor leaves anything behind (two hours: 377 MB peak, 197 MB after, against 1.2 GB
+  peak and kept).
 
 Only the server and the benchmarks call `retain_freed_memory`; importing voxmatch as a library
 changes nothing.

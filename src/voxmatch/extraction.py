@@ -171,7 +171,8 @@ class Extractor:
         Decoding stops early once every channel has its capped speech. `should_stop` is asked
         every few seconds of audio and between network runs (each well under a second of
         work); when it says so, ExtractionStopped is raised. `on_progress` is called after each
-        block. Raises AudioError when the audio cannot be used.
+        block. The memory freed is handed back to the kernel at the end. Raises AudioError when
+        the audio cannot be used.
         """
         mode = parse_channel_mode(channel_mode)
         stream = stream_audio(
@@ -206,6 +207,8 @@ class Extractor:
             ]
         finally:
             stream.close()
+            # What the extraction freed would otherwise stay with the process (see _malloc).
+            release_freed_memory()
 
     @property
     def _feed_samples(self) -> int:

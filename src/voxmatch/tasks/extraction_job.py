@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxmatch._malloc import release_freed_memory
 from voxmatch.audio import AudioError, TimeRange
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
 from voxmatch.tasks.shared_extractor import SharedExtractor
@@ -37,9 +36,6 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
                 f"The media file cannot be used: {error}",
                 [{"location": ["file"], "message": str(error), "type": "media.invalid"}],
             ) from None
-        finally:
-            # What the extraction freed would otherwise stay with the process (see _malloc).
-            release_freed_memory()
         voiceprints = [result.extraction.voiceprint for result in results]
         vectors = (
             vector_rows(vector_voiceprints(VoiceprintBatch.of(voiceprints)))
