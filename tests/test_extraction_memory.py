@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,13 +17,13 @@ import pytest
 import soundfile as sf
 from numpy.typing import NDArray
 
-from _helpers import model_env, speech_clip, wait_for_task
-from conftest import ServerFactory
+from _helpers import RunningServer, model_env, speech_clip, wait_for_task
 from voxmatch import Voiceprint, compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.long_recording import held_out_speech, write_long_recording
 
+ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 MIB = 1 << 20
 PEAK_LIMIT = 1024 * MIB
