@@ -15,6 +15,7 @@ from voxmatch import _corpora
 from voxmatch.vad import (
     SILERO_VAD_SEQUENCE,
     WINDOW,
+    SpeechSegmenter,
     VadParameters,
     VoiceActivityDetector,
     segments_from_probabilities,
@@ -198,6 +199,72 @@ def test_segments_match_silero_on_varied_scores_and_parameters(seed: int) -> Non
         expected = _reference_timestamps(scores.tolist(), length, **settings)
         found = segments_from_probabilities(scores, length, VadParameters(**settings))
         assert [tuple(map(int, pair)) for pair in found] == expected, settings
+
+
+def _random_scores(rng: np.random.Generator, count: int, shape: int) -> NDArray[np.float64]:
+    if shape == 0:
+        return rng.random(count)
+    if shape == 1:
+        return np.clip(np.cumsum(rng.normal(0, 0.15, count)) + 0.4, 0, 1)
+    return rng.choice([0.05, 0.4, 0.6, 0.9], count)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_segments_settled_piece_by_piece_are_the_segments_of_the_whole(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    for trial in range(300):
+        count = int(rng.integers(1, 600))
+        scores = _random_scores(rng, count, trial % 3).astype(np.float32)
+        length = count * WINDOW - int(rng.integers(0, WINDOW))
+        parameters = VadParameters(
+            threshold=float(rng.choice([0.3, 0.5, 0.7])),
+            min_speech_duration_ms=float(rng.choice([0, 64, 250])),
+            min_silence_duration_ms=float(rng.choice([0, 32, 100, 300])),
+            speech_pad_ms=float(rng.choice([0, 30, 100, 7.3])),
+            neg_threshold=None if trial % 2 else 0.2,
+        )
+        expected = segments_from_probabilities(scores, length, parameters)
+        segmenter = SpeechSegmenter(parameters)
+        cuts = np.sort(rng.integers(0, count, size=int(rng.integers(0, 12))))
+        pieces = np.split(scores, cuts)
+        stretches: list[tuple[int, int]] = []
+        for index, piece in enumerate(pieces):
+            needed_from = segmenter.needed_from
+            if index == len(pieces) - 1:
+                given = segmenter.finish(piece, length)
+            else:
+                given = segmenter.push(piece)
+            assert all(start >= needed_from for start, _ in given), parameters
+            stretches.extend(given)
+        assert segmenter.segments == [tuple(map(int, pair)) for pair in expected], parameters
+        # The stretches given out cover exactly the samples of the segments, in order.
+        covered = np.concatenate([np.arange(a, b) for a, b in stretches] or [np.zeros(0, int)])
+        inside = np.concatenate([np.arange(a, b) for a, b in expected] or [np.zeros(0, int)])
+        np.testing.assert_array_equal(covered, inside)
+
+
+def test_a_long_stream_keeps_only_the_audio_that_may_still_be_speech() -> None:
+    # Ten minutes of real speech with silence between its parts, fed in small pieces: the
+    # audio held stays near one piece plus the unsettled end of the speech.
+    part = speech("dev00", 0.0, 20.0)
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    signal = np.concatenate([part, silence] * 24)
+    stream = detector().stream()
+    piece = SAMPLE_RATE
+    held = []
+    taken = []
+    for begin in range(0, signal.shape[0], piece):
+        stream.feed(signal[begin : begin + piece])
+        held.append(stream.held_samples)
+        taken.append(stream.take())
+    rest = stream.finish()
+    assert max(held) < 4 * SAMPLE_RATE
+    segments = detector().speech_segments(signal)
+    assert len(segments) >= 24
+    assert [tuple(map(int, pair)) for pair in rest.segments] == segments
+    streamed = np.concatenate([*taken, rest.samples])
+    expected = np.concatenate([signal[start:end] for start, end in segments])
+    np.testing.assert_array_equal(streamed, expected)
 
 
 def test_no_scores_no_segments() -> None:

@@ -19,7 +19,7 @@ import enum
 import io
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -39,6 +39,9 @@ MAX_CHANNELS = 256
 MAX_SAMPLE_RATE = 768_000
 _BLOCK_SAMPLES = 1 << 20
 """Samples (all channels together) read per block at the source rate."""
+_OUTPUT_BLOCK_SAMPLES = 1 << 18
+"""Output samples (all channels together) gathered before a block is given out: 16 s of mono
+16 kHz, so the many small frames FFmpeg decodes reach the caller in blocks of useful size."""
 
 ChannelMode = Literal["split", "mix"]
 Source = bytes | bytearray | memoryview | str | os.PathLike[str]
@@ -235,6 +238,88 @@ def decode(
     only those source channels (0-based), in that order; None keeps all. `max_duration` is the
     furthest point, in seconds from the start of the source, that decoding may reach.
     """
+    stream = stream_audio(
+        source,
+        raw=raw,
+        time_range=time_range,
+        channels=channels,
+        sample_rate=sample_rate,
+        max_duration=max_duration,
+    )
+    blocks = list(stream)
+    samples = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    return DecodedAudio(
+        samples=samples,
+        sample_rate=stream.sample_rate,
+        channel_numbers=stream.channel_numbers,
+        original_sample_rate=stream.original_sample_rate,
+        original_channels=stream.original_channels,
+        original_duration=stream.original_duration,
+        start=stream.start,
+    )
+
+
+class AudioStream:
+    """Audio decoded block by block: iterate for float32 blocks of channels x samples.
+
+    The blocks follow each other without gaps or overlap and together are what `decode` returns,
+    so memory stays at one block whatever the length. Made by `stream_audio`; iterate it once.
+    A problem found while decoding (a damaged file, audio past `max_duration`) raises AudioError
+    from the iteration, possibly after some blocks.
+    """
+
+    def __init__(
+        self, collector: _Collector, blocks: Generator[NDArray[np.float32], None, None]
+    ) -> None:
+        self._collector = collector
+        self._blocks = blocks
+        self.sample_rate = collector.request.sample_rate
+        self.channel_numbers: tuple[int, ...] = tuple(collector.rows)
+        """The source channel (0-based) of each row of the blocks."""
+        self.original_sample_rate = collector.source_rate
+        self.original_channels = collector.channel_count
+        self.start = collector.first / collector.source_rate
+        """Where in the source the first block begins, in seconds."""
+        self.expected_seconds = collector.expected_seconds
+        """Seconds of audio the blocks will hold, if the file says (the container's stated
+        duration for FFmpeg-decoded files, exact otherwise); None when unknown."""
+        self._original_duration: float | None = None
+
+    @property
+    def original_duration(self) -> float:
+        """Length of the whole source in seconds (as `DecodedAudio.original_duration`); known
+        once every block has been read."""
+        if self._original_duration is None:
+            raise RuntimeError("the original duration is known once every block has been read")
+        return self._original_duration
+
+    def __iter__(self) -> Iterator[NDArray[np.float32]]:
+        try:
+            for frames in self._blocks:
+                yield np.ascontiguousarray(frames.T)
+        except _BackendError as failure:
+            raise AudioError(f"the audio cannot be decoded to its end: {failure}") from None
+        self._original_duration = self._collector.original_duration
+
+    def close(self) -> None:
+        """Stop decoding and close the file (for a caller that needs no more blocks)."""
+        self._blocks.close()
+
+
+def stream_audio(
+    source: Source,
+    *,
+    raw: RawAudioFormat | None = None,
+    time_range: TimeRange | None = None,
+    channels: Sequence[int] | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    max_duration: float = DEFAULT_MAX_DURATION,
+) -> AudioStream:
+    """The audio `decode` gives, as an `AudioStream` of blocks, with the same arguments.
+
+    The file is opened and its first block decoded here, so a file no backend can read fails
+    at once with AudioError; the other blocks are decoded as the stream is iterated.
+    """
     if not 0 < sample_rate <= MAX_SAMPLE_RATE:
         raise ValueError(f"sample_rate must be 1..{MAX_SAMPLE_RATE}, got {sample_rate}")
     if not max_duration > 0:
@@ -246,12 +331,12 @@ def decode(
     request = _Request(time_range, wanted, sample_rate, max_duration)
     if raw is not None:
         try:
-            return _decode_raw(opened, raw, request)
+            return _start(_raw_blocks(opened, raw, request))
         except _BackendError as failure:
             raise AudioError(f"cannot read the raw audio: {failure}") from None
     backends: list[tuple[str, _Backend]] = [
-        ("libsndfile", _decode_with_soundfile),
-        ("FFmpeg", _decode_with_pyav),
+        ("libsndfile", _soundfile_blocks),
+        ("FFmpeg", _pyav_blocks_of),
     ]
     if _is_ogg_opus(opened.head()):
         # libsndfile decodes Opus at half FFmpeg's speed (RTF 0.0034 against 0.0018 measured
@@ -260,7 +345,7 @@ def decode(
     failures: list[str] = []
     for name, backend in backends:
         try:
-            return backend(opened, request)
+            return _start(backend(opened, request))
         except _NoAudioStreamError:
             raise AudioError("the file has no audio stream") from None
         except _BackendError as failure:
@@ -324,7 +409,34 @@ class _Request:
     max_duration: float
 
 
-_Backend = Callable[[_Opened, _Request], DecodedAudio]
+_Decoding = Generator["_Collector | NDArray[np.float32]", None, None]
+"""A decoder at work: yields its `_Collector` once the header is read, then output blocks
+(frames x channels)."""
+_Backend = Callable[[_Opened, _Request], _Decoding]
+
+
+def _start(decoding: _Decoding) -> AudioStream:
+    collector = next(decoding)
+    assert isinstance(collector, _Collector)
+    # Decoding the first block here lets a file that fails this early go to the next backend.
+    first = next(decoding)
+    return AudioStream(collector, _blocks_from(first, decoding))
+
+
+def _blocks_from(
+    first: _Collector | NDArray[np.float32], rest: _Decoding
+) -> Generator[NDArray[np.float32], None, None]:
+    try:
+        yield _output_block(first)
+        for item in rest:
+            yield _output_block(item)
+    finally:
+        rest.close()  # closes the file when the caller stops early
+
+
+def _output_block(item: _Collector | NDArray[np.float32]) -> NDArray[np.float32]:
+    assert not isinstance(item, _Collector)
+    return item
 
 
 def _is_ogg_opus(head: bytes) -> bool:
@@ -381,7 +493,7 @@ def _check_channel_list(numbers: Sequence[int], channel_count: int) -> list[int]
 
 
 class _Collector:
-    """Takes source-rate blocks in order; keeps the range and channels asked for, resampled."""
+    """Takes source-rate blocks in order; gives the range and channels asked for, resampled."""
 
     def __init__(self, request: _Request, source_rate: int, channel_count: int, first: int):
         if not 0 < source_rate <= MAX_SAMPLE_RATE:
@@ -404,7 +516,11 @@ class _Collector:
         self.kept_limit = _to_frames(request.max_duration / len(self.rows), source_rate)
         self.position = first
         self.kept = 0
+        self.produced = 0
+        self.expected_seconds: float | None = None
+        self.original_duration: float | None = None
         self._pieces: list[NDArray[np.float32]] = []
+        self._buffered = 0
         self._resampler: Any = None
         if source_rate != request.sample_rate:
             self._resampler = soxr.ResampleStream(
@@ -416,8 +532,18 @@ class _Collector:
         """True once the end of the time range has been reached: decoding may stop."""
         return self.stop is not None and self.position >= self.stop
 
-    def push(self, block: NDArray[np.float32]) -> None:
-        """Take the next `block` of frames x channels that follows the previous one."""
+    def expect(self, source_duration: float) -> None:
+        """Record how much audio the output will hold, from the source's (stated) duration."""
+        if source_duration <= 0:
+            return
+        end = source_duration * self.source_rate
+        if self.stop is not None:
+            end = min(end, self.stop)
+        self.expected_seconds = max(0.0, end - self.first) / self.source_rate
+
+    def push(self, block: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        """Take the next `block` of frames x channels that follows the previous one; returns
+        output frames x channels once enough have gathered for a block."""
         begin, end = self.position, self.position + block.shape[0]
         self.position = end
         if end > self.limit:
@@ -427,7 +553,7 @@ class _Collector:
         low = max(begin, self.first)
         high = end if self.stop is None else min(end, self.stop)
         if high <= low:
-            return
+            return None
         piece = block[low - begin : high - begin]
         if len(self.rows) != self.channel_count or self.rows != list(range(self.channel_count)):
             piece = piece[:, self.rows]
@@ -441,9 +567,13 @@ class _Collector:
             )
         if self._resampler is not None:
             piece = self._resampler.resample_chunk(piece)
-        self._pieces.append(piece)
+        self._gather(piece)
+        if self._buffered * len(self.rows) >= _OUTPUT_BLOCK_SAMPLES:
+            return self._drain()
+        return None
 
-    def finish(self, original_duration: float) -> DecodedAudio:
+    def finish(self, original_duration: float) -> NDArray[np.float32] | None:
+        """The last output frames (None if every frame has been given out already)."""
         if original_duration <= 0:
             raise AudioError("the audio contains no samples")
         start = self.request.time_range.start or 0.0
@@ -454,38 +584,40 @@ class _Collector:
             )
         if self._resampler is not None:
             empty = np.zeros((0, len(self.rows)), dtype=np.float32)
-            self._pieces.append(self._resampler.resample_chunk(empty, last=True))
-        frames = np.concatenate(self._pieces, axis=0) if len(self._pieces) > 1 else self._pieces[0]
-        if frames.shape[0] == 0:
+            self._gather(self._resampler.resample_chunk(empty, last=True))
+        if self.produced == 0:
             raise AudioError(
                 f"the selected audio is shorter than one sample at {self.request.sample_rate} Hz"
             )
-        return DecodedAudio(
-            samples=np.ascontiguousarray(frames.T),
-            sample_rate=self.request.sample_rate,
-            channel_numbers=tuple(self.rows),
-            original_sample_rate=self.source_rate,
-            original_channels=self.channel_count,
-            original_duration=original_duration,
-            start=self.first / self.source_rate,
-        )
+        self.original_duration = original_duration
+        return self._drain() if self._buffered else None
+
+    def _gather(self, piece: NDArray[np.float32]) -> None:
+        if piece.shape[0]:
+            self._pieces.append(piece)
+            self._buffered += piece.shape[0]
+            self.produced += piece.shape[0]
+
+    def _drain(self) -> NDArray[np.float32]:
+        pieces, self._pieces, self._buffered = self._pieces, [], 0
+        return np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
 
 
 def _to_frames(seconds: float, rate: int) -> int:
     return round(seconds * rate)
 
 
-def _decode_with_soundfile(opened: _Opened, request: _Request) -> DecodedAudio:
+def _soundfile_blocks(opened: _Opened, request: _Request) -> _Decoding:
     try:
         with soundfile.SoundFile(opened.stream()) as sound:
-            return _read_soundfile(sound, request)
+            yield from _read_soundfile(sound, request)
     except AudioError:
         raise
     except _BACKEND_ERRORS as error:
         raise _BackendError(_describe(error)) from None
 
 
-def _decode_raw(opened: _Opened, raw: RawAudioFormat, request: _Request) -> DecodedAudio:
+def _raw_blocks(opened: _Opened, raw: RawAudioFormat, request: _Request) -> _Decoding:
     size = os.stat(opened.path).st_size if opened.path is not None else len(opened.data or b"")
     if size % raw.frame_bytes:
         plural = "channel" if raw.channels == 1 else "channels"
@@ -503,14 +635,14 @@ def _decode_raw(opened: _Opened, raw: RawAudioFormat, request: _Request) -> Deco
             channels=raw.channels,
             endian="LITTLE",
         ) as sound:
-            return _read_soundfile(sound, request)
+            yield from _read_soundfile(sound, request)
     except AudioError:
         raise
     except _BACKEND_ERRORS as error:
         raise _BackendError(_describe(error)) from None
 
 
-def _read_soundfile(sound: soundfile.SoundFile, request: _Request) -> DecodedAudio:
+def _read_soundfile(sound: soundfile.SoundFile, request: _Request) -> _Decoding:
     rate, channel_count, total = int(sound.samplerate), int(sound.channels), int(sound.frames)
     if total <= 0:
         # libsndfile reports 0 frames for some streamed WAVs whose header was never finalised;
@@ -523,22 +655,27 @@ def _read_soundfile(sound: soundfile.SoundFile, request: _Request) -> DecodedAud
         raise AudioError(
             f"the audio is longer than the allowed maximum of {request.max_duration:g} s"
         )
-    if collector.first >= total:
-        return collector.finish(duration)
-    if collector.first and sound.seekable():
-        sound.seek(collector.first)
-        collector.position = collector.first
-    block_frames = max(1024, _BLOCK_SAMPLES // channel_count)
-    while collector.position < stop:
-        wanted = min(block_frames, stop - collector.position)
-        block = sound.read(wanted, dtype="float32", always_2d=True)
-        if block.shape[0] == 0:
-            break  # the header promised more frames than the data holds
-        collector.push(block)
-    return collector.finish(duration)
+    collector.expect(duration)
+    yield collector
+    if collector.first < total:
+        if collector.first and sound.seekable():
+            sound.seek(collector.first)
+            collector.position = collector.first
+        block_frames = max(1024, _BLOCK_SAMPLES // channel_count)
+        while collector.position < stop:
+            wanted = min(block_frames, stop - collector.position)
+            block = sound.read(wanted, dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break  # the header promised more frames than the data holds
+            ready = collector.push(block)
+            if ready is not None:
+                yield ready
+    last = collector.finish(duration)
+    if last is not None:
+        yield last
 
 
-def _decode_with_pyav(opened: _Opened, request: _Request) -> DecodedAudio:
+def _pyav_blocks_of(opened: _Opened, request: _Request) -> _Decoding:
     try:
         container = av.open(opened.stream(), mode="r")
     except _BACKEND_ERRORS as error:
@@ -553,19 +690,25 @@ def _decode_with_pyav(opened: _Opened, request: _Request) -> DecodedAudio:
             for block, rate, channel_count in _pyav_blocks(container, stream):
                 if collector is None:
                     collector = _Collector(request, rate, channel_count, first=0)
+                    collector.expect(_stated_duration(container, stream))
                     layout = (rate, channel_count)
+                    yield collector
                 elif layout != (rate, channel_count):
                     raise AudioError(
                         "the sample rate or channel count changes within the audio stream"
                     )
-                collector.push(block)
+                ready = collector.push(block)
+                if ready is not None:
+                    yield ready
                 if collector.done:
                     break
             if collector is None:
                 raise AudioError("the audio contains no samples")
             decoded_duration = collector.position / collector.source_rate
             stated = _stated_duration(container, stream) if collector.done else 0.0
-            return collector.finish(max(decoded_duration, stated))
+            last = collector.finish(max(decoded_duration, stated))
+            if last is not None:
+                yield last
     except AudioError:
         raise
     except _BACKEND_ERRORS as error:

@@ -5,14 +5,24 @@ filterbank front end and network turn it into an embedding, and the seconds of s
 stored with it. A signal with too little speech for the network gives the empty voiceprint
 (zero embedding, speech_length 0), as SPE4 does; it scores 0 (no evidence) against anything.
 
-Very long speech is embedded in equal chunks of at most `chunk_seconds`, whose unit-length
-embeddings are averaged: the network's memory grows with input length, and beyond a minute or
-two more speech no longer changes a voiceprint noticeably.
+Extraction streams, so memory does not grow with the length of a recording: `extract_source`
+decodes a file block by block, the detector keeps only the audio that may still become speech,
+and the speech goes through the network in pieces of at most `piece_seconds` (30 s by default)
+as they fill. The network's memory grows with the length of its input, about 2 MB per second
+(measured: +90 MB at 30 s, +240 MB at 120 s), and 30 s of speech takes it about 0.4 s on one
+thread, so a stop request is seen within half a second. How speech is pieced:
+
+- speech up to `piece_seconds` long is embedded whole, as one utterance;
+- longer speech: while more than two pieces' worth is waiting, the first `piece_seconds` of it
+  become a piece; at the end, the rest (more than one piece, at most two) is cut into two equal
+  halves. So every piece is between half a piece and a piece long, and speech of up to two
+  pieces is cut exactly in two. Each piece's embedding is scaled to unit length and the
+  voiceprint is their average weighted by piece length: beyond a minute or two, more speech no
+  longer changes a voiceprint noticeably.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,22 +30,28 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch._malloc import release_freed_memory
 from voxmatch.audio import (
     DEFAULT_MAX_DURATION,
     DecodedAudio,
     RawAudioFormat,
     Source,
     TimeRange,
-    decode,
+    parse_channel_mode,
+    stream_audio,
 )
 from voxmatch.models.registry import ModelDescription, describe
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
-from voxmatch.vad import VoiceActivityDetector
+from voxmatch.vad import WINDOW, VoiceActivityDetector
 from voxmatch.voiceprint import Voiceprint
 
-DEFAULT_CHUNK_SECONDS = 120.0
+DEFAULT_PIECE_SECONDS = 30.0
+"""Longest speech that goes through the network in one run (see the module's docstring)."""
 MIN_SPEECH_SECONDS = 0.25
 """Less detected speech than this gives the empty voiceprint: too short to say anything."""
+
+Progress = Callable[[float, float | None], None]
+"""Called with (seconds of audio processed so far, seconds of the selected audio if known)."""
 
 
 class ExtractionStopped(RuntimeError):
@@ -67,13 +83,18 @@ class Extractor:
         model: SpeakerModel,
         vad: VoiceActivityDetector,
         *,
-        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        piece_seconds: float = DEFAULT_PIECE_SECONDS,
         min_speech_seconds: float = MIN_SPEECH_SECONDS,
     ) -> None:
         self.model = model
         self.vad = vad
-        self.chunk_seconds = chunk_seconds
         self.min_speech_seconds = max(min_speech_seconds, (model.min_frames + 2) * 0.01 + 0.015)
+        if not piece_seconds >= 2 * self.min_speech_seconds:
+            raise ValueError(
+                f"piece_seconds must be at least {2 * self.min_speech_seconds:g},"
+                f" got {piece_seconds}"
+            )
+        self.piece_seconds = piece_seconds
 
     @property
     def description(self) -> ModelDescription:
@@ -91,17 +112,19 @@ class Extractor:
         )
 
     def extract(
-        self, samples: npt.NDArray[np.float32], *, max_speech_seconds: float | None = None
+        self,
+        samples: npt.NDArray[np.float32],
+        *,
+        max_speech_seconds: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Extraction:
         """The voiceprint of one mono signal at the model's sample rate (16 kHz)."""
-        speech = self.vad.speech_samples(samples, max_speech_seconds)
-        if speech.seconds < self.min_speech_seconds:
-            return Extraction(self.empty_voiceprint(), speech.processed_seconds)
-        embedding = self._embed(speech.samples)
-        voiceprint = Voiceprint.from_embedding(
-            embedding, speech_length=speech.seconds, model=self.description.name
-        )
-        return Extraction(voiceprint, speech.processed_seconds)
+        signal = _SignalExtraction(self, max_speech_seconds, should_stop)
+        step = self._feed_samples
+        for begin in range(0, samples.shape[0], step):
+            if signal.feed(samples[begin : begin + step]):
+                break
+        return signal.finish()
 
     def extract_audio(
         self,
@@ -112,9 +135,9 @@ class Extractor:
         max_speech_seconds: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[ChannelExtraction]:
-        """One voiceprint per channel (`split`) or one of their mix (`mix`).
+        """One voiceprint per channel (`split`) or one of their mix (`mix`) of decoded audio.
 
-        `should_stop` is asked between channels; when it says so, ExtractionStopped is raised.
+        `should_stop` is asked as in `extract_source`.
         """
         if audio.sample_rate != self.sample_rate:
             raise ValueError(
@@ -122,9 +145,9 @@ class Extractor:
             )
         results = []
         for signal in audio.signals(channel_mode, channels):
-            if should_stop is not None and should_stop():
-                raise ExtractionStopped("extraction stopped on request")
-            extraction = self.extract(signal.samples, max_speech_seconds=max_speech_seconds)
+            extraction = self.extract(
+                signal.samples, max_speech_seconds=max_speech_seconds, should_stop=should_stop
+            )
             results.append(ChannelExtraction(signal.channel_number, extraction))
         return results
 
@@ -139,13 +162,20 @@ class Extractor:
         max_speech_seconds: float | None = None,
         max_duration: float = DEFAULT_MAX_DURATION,
         should_stop: Callable[[], bool] | None = None,
+        on_progress: Progress | None = None,
     ) -> list[ChannelExtraction]:
         """Decode a file (path or bytes) and extract one voiceprint per channel, or of the mix.
 
-        Raises AudioError when the audio cannot be used and ExtractionStopped when
-        `should_stop` says so.
+        Streams: the file is decoded block by block and every channel goes through detection
+        and the network as the blocks come, so memory stays the same whatever the length.
+        Decoding stops early once every channel has its capped speech. `should_stop` is asked
+        every few seconds of audio and between network runs (each well under a second of
+        work); when it says so, ExtractionStopped is raised. `on_progress` is called after each
+        block. The memory freed is handed back to the kernel at the end. Raises AudioError when
+        the audio cannot be used.
         """
-        audio = decode(
+        mode = parse_channel_mode(channel_mode)
+        stream = stream_audio(
             source,
             raw=raw,
             time_range=time_range,
@@ -153,26 +183,129 @@ class Extractor:
             sample_rate=self.sample_rate,
             max_duration=max_duration,
         )
-        return self.extract_audio(
-            audio,
-            channel_mode=channel_mode,
-            max_speech_seconds=max_speech_seconds,
-            should_stop=should_stop,
-        )
+        try:
+            numbers = [0] if mode == "mix" else list(stream.channel_numbers)
+            signals = [_SignalExtraction(self, max_speech_seconds, should_stop) for _ in numbers]
+            done = 0
+            for block in stream:
+                if mode == "mix":
+                    rows = [block[0] if block.shape[0] == 1 else _mix(block)]
+                else:
+                    rows = list(block)
+                step = self._feed_samples
+                for begin in range(0, block.shape[1], step):
+                    for signal, row in zip(signals, rows, strict=True):
+                        signal.feed(row[begin : begin + step])
+                done += block.shape[1]
+                if on_progress is not None:
+                    on_progress(done / self.sample_rate, stream.expected_seconds)
+                if all(signal.capped for signal in signals):
+                    break
+            return [
+                ChannelExtraction(number, signal.finish())
+                for number, signal in zip(numbers, signals, strict=True)
+            ]
+        finally:
+            stream.close()
+            # What the extraction freed would otherwise stay with the process (see _malloc).
+            release_freed_memory()
 
-    def _embed(self, speech: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        chunk_samples = int(self.chunk_seconds * self.sample_rate)
-        if speech.shape[0] <= chunk_samples:
-            return self.model.embed_samples(speech)
-        # Equal chunks, so they can go through the network as one batch without padding.
-        count = math.ceil(speech.shape[0] / chunk_samples)
-        length = speech.shape[0] // count
-        chunks = speech[: count * length].reshape(count, length)
-        features = np.stack([self.model.features(chunk) for chunk in chunks])
-        embeddings = self.model.embed_batch(features)
-        embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-        mean: npt.NDArray[np.float32] = embeddings.mean(axis=0, dtype=np.float32)
-        return mean
+    @property
+    def _feed_samples(self) -> int:
+        """Audio handed to the detector at a time: its scoring block (8 s, tens of ms of work),
+        so a stop request is seen often."""
+        return self.vad.block_windows * WINDOW
+
+
+class _SignalExtraction:
+    """One signal on its way through detection and the network; not for sharing."""
+
+    def __init__(
+        self,
+        extractor: Extractor,
+        max_speech_seconds: float | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self._extractor = extractor
+        self._should_stop = should_stop
+        self._stream = extractor.vad.stream(max_speech_seconds)
+        self._piece = round(extractor.piece_seconds * extractor.sample_rate)
+        self._waiting: list[npt.NDArray[np.float32]] = []
+        self._waiting_length = 0
+        self._sum = np.zeros(extractor.description.embedding_dim, dtype=np.float64)
+        self._weight = 0
+
+    @property
+    def capped(self) -> bool:
+        return self._stream.capped
+
+    def feed(self, samples: npt.NDArray[np.float32]) -> bool:
+        """The next audio of the signal; returns True once its capped speech is complete."""
+        self._check()
+        if self._stream.capped:
+            return True
+        capped = self._stream.feed(samples)
+        self._gather(self._stream.take())
+        return capped
+
+    def finish(self) -> Extraction:
+        self._check()
+        rest = self._stream.finish()
+        self._gather(rest.samples)
+        extractor = self._extractor
+        processed = rest.processed_seconds
+        speech_seconds = self._stream.speech_samples / extractor.sample_rate
+        if speech_seconds < extractor.min_speech_seconds:
+            return Extraction(extractor.empty_voiceprint(), processed)
+        speech = _joined(self._waiting)
+        self._waiting = []
+        if self._weight == 0 and speech.shape[0] <= self._piece:
+            self._check()
+            embedding = extractor.model.embed_samples(speech)
+        else:
+            half = speech.shape[0] // 2
+            self._embed_piece(speech[:half])
+            self._embed_piece(speech[half : 2 * half])
+            embedding = (self._sum / self._weight).astype(np.float32)
+        voiceprint = Voiceprint.from_embedding(
+            embedding, speech_length=speech_seconds, model=extractor.description.name
+        )
+        return Extraction(voiceprint, processed)
+
+    def _gather(self, speech: npt.NDArray[np.float32]) -> None:
+        if speech.shape[0]:
+            self._waiting.append(speech)
+            self._waiting_length += speech.shape[0]
+        # Two pieces' worth stays waiting, so the last pieces can be cut evenly at the end.
+        while self._waiting_length > 2 * self._piece:
+            waiting = _joined(self._waiting)
+            self._embed_piece(waiting[: self._piece])
+            self._waiting = [waiting[self._piece :]]
+            self._waiting_length -= self._piece
+
+    def _embed_piece(self, piece: npt.NDArray[np.float32]) -> None:
+        self._check()
+        embedding = self._extractor.model.embed_samples(piece).astype(np.float64)
+        self._sum += piece.shape[0] * embedding / np.linalg.norm(embedding)
+        self._weight += piece.shape[0]
+        # The network's buffers were just freed: give them back now, or a long recording
+        # fragments the heap until it holds several times what is in use (see _malloc).
+        release_freed_memory()
+
+    def _check(self) -> None:
+        if self._should_stop is not None and self._should_stop():
+            raise ExtractionStopped("extraction stopped on request")
+
+
+def _mix(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    mixed: npt.NDArray[np.float32] = block.mean(axis=0, dtype=np.float32)
+    return mixed
+
+
+def _joined(pieces: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def load_extractor(

@@ -16,12 +16,17 @@ segment, minimum speech to keep one, padding on both sides), but in vectorised N
 per-window Python loop. The `max_speech_duration_s` splitting of the original is not offered: we
 only need where speech is, not bounded chunks of it.
 
+`SpeechStream` scores audio as it arrives and hands out speech as soon as it is settled, keeping
+only the audio that may still become speech (`SpeechSegmenter`), so its memory does not grow
+with the length of the stream.
+
 One detector holds one onnxruntime session and can be called from several threads at once: the
 recurrent state and context live in each call (or `SpeechStream`), never in the detector.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,10 +249,13 @@ class VoiceActivityDetector:
 
 
 class SpeechStream:
-    """Scores audio as it arrives and collects its speech, with an optional cap.
+    """Scores audio as it arrives and gives out its speech as soon as it is settled.
 
     Keeps the recurrent state and the last 64 samples between pieces, so feeding a signal in
-    any pieces gives the same scores as feeding it whole. Not for sharing between threads.
+    any pieces gives the same scores as feeding it whole; and only the audio that may still
+    become speech (see `SpeechSegmenter`), so memory does not grow with the length of the
+    stream. `take` hands over the speech settled so far; `finish` ends the stream. Not for
+    sharing between threads.
     """
 
     def __init__(self, detector: VoiceActivityDetector, max_speech_samples: int | None) -> None:
@@ -256,16 +264,40 @@ class SpeechStream:
         self._state = detector._initial_state()
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._audio: list[NDArray[np.float32]] = []
+        self._segmenter = SpeechSegmenter(detector.parameters)
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._audio_start = 0
+        """Sample index of `_audio[0]` in the stream: the audio before it is let go."""
         self._length = 0
         self._scores: list[NDArray[np.float32]] = []
-        self._settled: NDArray[np.int64] | None = None
+        self._scored_windows = 0
+        self._speech: list[NDArray[np.float32]] = []
+        self._speech_length = 0
+        self._processed_at_cap: int | None = None
         self._flushed = False
 
     @property
     def capped(self) -> bool:
         """True once the capped amount of speech is settled: later audio is not needed."""
-        return self._settled is not None
+        return self._processed_at_cap is not None
+
+    @property
+    def speech_samples(self) -> int:
+        """Samples of speech settled so far (taken or not), up to the cap."""
+        return self._speech_length
+
+    @property
+    def processed_samples(self) -> int:
+        """Samples of audio looked at so far: all that was fed, or up to where the cap was
+        reached."""
+        if self._processed_at_cap is not None:
+            return min(self._processed_at_cap, self._length)
+        return self._length
+
+    @property
+    def held_samples(self) -> int:
+        """Samples of audio held because they may still become speech."""
+        return int(self._audio.shape[0])
 
     @property
     def probabilities(self) -> NDArray[np.float32]:
@@ -284,50 +316,49 @@ class SpeechStream:
         piece = _as_signal(samples)
         if piece.shape[0] == 0:
             return False
-        self._audio.append(piece)
+        self._audio = np.concatenate((self._audio, piece)) if self._audio.size else piece
         self._length += piece.shape[0]
         pending = np.concatenate((self._pending, piece)) if self._pending.size else piece
         whole = pending.shape[0] // WINDOW * WINDOW
         self._pending = pending[whole:].copy()
         if whole:
-            self._score_windows(pending[:whole].reshape(-1, WINDOW))
-            if self._cap is not None:
-                self._settle()
+            scores = self._score_windows(pending[:whole].reshape(-1, WINDOW))
+            self._collect(self._segmenter.push(scores))
         return self.capped
 
     def flush(self) -> None:
-        """Score the last, partial window (zero-padded) once no more audio will come."""
+        """Score the last, partial window (zero-padded) once no more audio will come, and settle
+        the rest of the speech."""
         if self._flushed or self.capped:
             return
         self._flushed = True
+        scores = np.zeros(0, dtype=np.float32)
         if self._pending.size:
             last = np.zeros((1, WINDOW), dtype=np.float32)
             last[0, : self._pending.size] = self._pending
             self._pending = np.zeros(0, dtype=np.float32)
-            self._score_windows(last)
+            scores = self._score_windows(last)
+        self._collect(self._segmenter.finish(scores, self._length))
+
+    def take(self) -> NDArray[np.float32]:
+        """The speech settled since the last `take` (or since the start), concatenated."""
+        taken = _joined(self._speech)
+        self._speech = []
+        return taken
 
     def finish(self) -> Speech:
-        """The speech found (up to the cap); no more audio may be fed afterwards."""
+        """The speech found (up to the cap) that was not taken; no more audio may be fed
+        afterwards. The segments are all of them, taken or not."""
         self.flush()
-        parameters = self._detector.parameters
-        if self._settled is not None:
-            segments = self._settled
-            processed = self.probabilities.shape[0] * WINDOW
-        else:
-            segments = segments_from_probabilities(self.probabilities, self._length, parameters)
-            processed = self._length
+        segments = np.array(self._segmenter.segments, dtype=np.int64).reshape(-1, 2)
         if self._cap is not None:
             segments = _cap_segments(segments, self._cap)
-        audio = self._joined_audio()
-        if segments.shape[0]:
-            speech = np.concatenate([audio[start:end] for start, end in segments])
-        else:
-            speech = np.zeros(0, dtype=np.float32)
-        return Speech(speech, segments, min(processed, self._length))
+        return Speech(self.take(), segments, self.processed_samples)
 
-    def _score_windows(self, frames: NDArray[np.float32]) -> None:
+    def _score_windows(self, frames: NDArray[np.float32]) -> NDArray[np.float32]:
         detector = self._detector
         step = detector.block_windows if detector.sequence_model else frames.shape[0]
+        found = []
         for begin in range(0, frames.shape[0], step):
             block = frames[begin : begin + step]
             windows = np.empty((block.shape[0], CONTEXT + WINDOW), dtype=np.float32)
@@ -336,19 +367,185 @@ class SpeechStream:
             windows[1:, :CONTEXT] = block[:-1, -CONTEXT:]
             self._context = block[-1, -CONTEXT:].copy()
             scores, self._state = detector._score(windows, self._state)
-            self._scores.append(scores)
+            found.append(scores)
+        self._scores.extend(found)
+        self._scored_windows += frames.shape[0]
+        return _joined(found)
 
-    def _settle(self) -> None:
-        """Mark the stream capped once the first `cap` samples of speech can no longer change."""
-        assert self._cap is not None
-        segments = _settled_segments(self.probabilities, self._detector.parameters)
-        if segments.shape[0] and int(np.sum(segments[:, 1] - segments[:, 0])) >= self._cap:
-            self._settled = segments
+    def _collect(self, stretches: list[tuple[int, int]]) -> None:
+        """Copy the settled stretches out of the audio, up to the cap, and let go of the audio
+        no later stretch can need."""
+        for start, end in stretches:
+            if self._cap is not None:
+                end = min(end, start + self._cap - self._speech_length)
+            assert start >= self._audio_start, "audio still needed was let go"
+            self._speech.append(
+                self._audio[start - self._audio_start : end - self._audio_start].copy()
+            )
+            self._speech_length += end - start
+            if self._cap is not None and self._speech_length >= self._cap:
+                self._processed_at_cap = self._scored_windows * WINDOW
+                self._audio = np.zeros(0, dtype=np.float32)
+                return
+        drop = self._segmenter.needed_from - self._audio_start
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._audio_start += drop
 
-    def _joined_audio(self) -> NDArray[np.float32]:
-        if len(self._audio) > 1:
-            self._audio = [np.concatenate(self._audio)]
-        return self._audio[0] if self._audio else np.zeros(0, dtype=np.float32)
+
+class SpeechSegmenter:
+    """The padded speech segments of a stream of window scores, given out as they settle.
+
+    Gives the segments `segments_from_probabilities` gives for the whole stream, but piece by
+    piece: `push` returns the stretches of samples that are now certain to be speech, in order,
+    and `needed_from` says where the earliest sample that may still become speech lies, so a
+    caller need keep no audio before it. Speech is certain as soon as the state machine has
+    seen it (a segment is kept once it is longer than min_speech, and the windows it has reached
+    stay in it); only the end pad of the last segment waits until the next kept segment or
+    enough silence is seen. Memory is what the unsettled tail of the scores needs: a few windows
+    in ordinary speech.
+    """
+
+    def __init__(self, parameters: VadParameters | None = None) -> None:
+        self.parameters = parameters or VadParameters()
+        self._pad = self.parameters.speech_pad_ms * SAMPLE_RATE / 1000
+        self._min_speech = self.parameters.min_speech_duration_ms * SAMPLE_RATE / 1000
+        self._windows = 0
+        # The state machine restarts from window `_base`: the windows before it are decided.
+        self._base = 0
+        self._tail = np.zeros(0, dtype=np.float64)
+        self._continuing: int | None = None
+        """Start sample of the segment open at `_base` (the tail then starts at one of its
+        speech windows), None when no segment is open there."""
+        self._current: tuple[int, int | None] | None = None
+        """Raw (start, end) of the segment whose padded end is not settled; end None while it
+        is open. Its padded begin has been given out."""
+        self._last_end: int | None = None
+        """Raw end of the latest closed kept segment."""
+        self._given = 0
+        self._next_start = 0
+        """No kept segment not yet seen can start before this sample."""
+        self.segments: list[tuple[int, int]] = []
+        """Padded (start, end) of each segment so far; the last one's end may still grow."""
+
+    @property
+    def needed_from(self) -> int:
+        """No sample before this one will be given out from now on."""
+        if self._current is not None:
+            return self._given
+        return max(self._given, math.floor(max(0.0, self._next_start - self._pad)))
+
+    def push(self, scores: NDArray[np.float32]) -> list[tuple[int, int]]:
+        """Take the next window scores; returns the (start, end) stretches now settled.
+
+        Every window pushed must be whole audio: the last, zero-padded one goes to `finish`.
+        """
+        self._add(scores)
+        return self._settle(None)
+
+    def _add(self, scores: NDArray[np.float32]) -> None:
+        self._windows += scores.shape[0]
+        if self._tail.size:
+            self._tail = np.concatenate((self._tail, scores.astype(np.float64)))
+        else:
+            self._tail = scores.astype(np.float64)
+
+    def finish(self, scores: NDArray[np.float32], audio_length: int) -> list[tuple[int, int]]:
+        """Take the last window scores; the stream has ended after `audio_length` samples.
+        Returns the rest of the speech."""
+        self._add(scores)
+        return self._settle(audio_length)
+
+    def _settle(self, audio_length: int | None) -> list[tuple[int, int]]:
+        parameters = self.parameters
+        out: list[tuple[int, int]] = []
+        starts, ends, open_window = _raw_segments(self._tail, parameters)
+        offset = self._base * WINDOW
+        starts, ends = starts + offset, ends + offset
+        open_start = None if open_window is None else open_window * WINDOW + offset
+        if self._continuing is not None:
+            if starts.shape[0]:
+                starts[0] = self._continuing
+            else:
+                open_start = self._continuing
+        if audio_length is not None and open_start is not None:
+            starts = np.append(starts, open_start)
+            ends = np.append(ends, audio_length)
+            open_start = None
+        starts, ends = _drop_short(starts, ends, parameters)
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            if self._current is not None and self._current == (start, None):
+                self._current = (start, end)  # the open segment already begun has closed
+            else:
+                self._begin(start, out)
+                self._current = (start, end)
+            self._give(end, out)
+        if open_start is None:
+            self._next_start = self._windows * WINDOW
+            self._continuing = None
+            self._base = self._windows
+            self._tail = np.zeros(0, dtype=np.float64)
+        else:
+            self._next_start = open_start
+            # Restart at the segment's latest speech window: from there the state machine runs
+            # as from a fresh start, so the windows before it need not be looked at again.
+            latest = int(np.flatnonzero(self._tail >= parameters.threshold)[-1])
+            reached = (self._base + latest + 1) * WINDOW
+            self._continuing = open_start
+            self._base += latest
+            self._tail = self._tail[latest:]
+            if self._current == (open_start, None):
+                self._give(reached, out)
+            elif reached - open_start > self._min_speech:
+                # Longer than min_speech already, so kept whatever comes next.
+                self._begin(open_start, out)
+                self._current = (open_start, None)
+                self._give(reached, out)
+        current = self._current
+        if current is not None and current[1] is not None:
+            end = current[1]
+            if audio_length is not None:
+                self._give(math.floor(min(float(audio_length), end + self._pad)), out)
+                self._close(end)
+            elif self._next_start - end >= 2 * self._pad:
+                self._give(math.floor(end + self._pad), out)
+                self._close(end)
+        return out
+
+    def _begin(self, start: int, out: list[tuple[int, int]]) -> None:
+        """A new kept segment starts at `start`: settle the previous one's end and pad both."""
+        previous_end = self._last_end
+        if self._current is not None:
+            previous_end = self._current[1]
+            assert previous_end is not None
+        if previous_end is None:
+            begin = start - self._pad
+        else:
+            gap = float(start - previous_end)
+            if gap < 2 * self._pad:
+                half = gap // 2
+                begin = start - half
+                end = previous_end + half
+            else:
+                begin = start - self._pad
+                end = previous_end + self._pad
+            if self._current is not None:
+                self._give(math.floor(end), out)
+                self._close(previous_end)
+        padded_begin = math.floor(max(0.0, begin))
+        self.segments.append((padded_begin, padded_begin))
+        self._given = padded_begin
+
+    def _give(self, end: int, out: list[tuple[int, int]]) -> None:
+        if end <= self._given:
+            return
+        out.append((self._given, end))
+        self.segments[-1] = (self.segments[-1][0], end)
+        self._given = end
+
+    def _close(self, raw_end: int) -> None:
+        self._last_end = raw_end
+        self._current = None
 
 
 def segments_from_probabilities(
@@ -367,20 +564,6 @@ def segments_from_probabilities(
         ends = np.append(ends, audio_length)
     starts, ends = _drop_short(starts, ends, parameters)
     return _pad(starts, ends, audio_length, parameters, pad_last_end=True)
-
-
-def _settled_segments(scores: NDArray[np.float32], parameters: VadParameters) -> NDArray[np.int64]:
-    """The padded segments of a stream's prefix that later audio can no longer change.
-
-    The state machine is causal, so a segment closed within the prefix is closed the same way
-    in the whole signal, and so is the decision to keep it. Padding is not quite: the end pad
-    of the last closed segment depends on where the next kept segment starts, which may lie
-    beyond the prefix, so that end is left unpadded (a lower bound of its final value).
-    """
-    starts, ends, _ = _raw_segments(np.asarray(scores, dtype=np.float64), parameters)
-    starts, ends = _drop_short(starts, ends, parameters)
-    no_limit = np.iinfo(np.int64).max
-    return _pad(starts, ends, no_limit, parameters, pad_last_end=False)
 
 
 def _raw_segments(
@@ -478,3 +661,9 @@ def _as_signal(samples: ArrayLike) -> NDArray[np.float32]:
             raise ValueError(f"VAD takes float samples in [-1, 1], got {signal.dtype}")
         signal = signal.astype(np.float32)
     return np.ascontiguousarray(signal)
+
+
+def _joined(pieces: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]

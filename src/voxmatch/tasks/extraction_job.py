@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxmatch.audio import AudioError, TimeRange, decode
+from voxmatch.audio import AudioError, TimeRange
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected, WorkDone
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import vector_rows, vector_voiceprints
@@ -20,17 +20,15 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
         try:
-            # Only the channels asked for are decoded: memory follows what is used.
-            audio = decode(
+            # Streamed from the stored file, only the channels asked for: memory stays the
+            # same whatever the length of the recording.
+            results = extractor.get().extract_source(
                 context.file("audio"),
                 time_range=TimeRange(params.get("start"), params.get("end")),
-                channels=params["channels"],
-                max_duration=max_audio_seconds,
-            )
-            results = extractor.get().extract_audio(
-                audio,
                 channel_mode=params["channel_mode"],
+                channels=params["channels"],
                 max_speech_seconds=params.get("max_speech_length"),
+                max_duration=max_audio_seconds,
                 should_stop=context.should_stop,
             )
         except AudioError as error:

@@ -1,0 +1,181 @@
+"""voxmatch.extraction on real speech: streamed extraction, speech in pieces, stop and progress."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from numpy.typing import NDArray
+
+from _audio_fixtures import SAMPLE_RATE
+from _helpers import speech_clip
+from voxmatch import _corpora
+from voxmatch.audio import decode
+from voxmatch.extraction import ExtractionStopped, Extractor, load_extractor
+from voxmatch.models import DEFAULT_MODEL_NAME
+
+# Embeddings of the same samples along different paths (another feeding of the detector,
+# blocks decoded apart, pieces embedded one by one) agree to float32 rounding of the network:
+# about 1e-6 relative; 1e-5 leaves room and still fails on any real difference.
+EMBEDDING_TOLERANCE = 1e-5
+
+
+@functools.cache
+def extractor() -> Extractor:
+    return load_extractor(DEFAULT_MODEL_NAME, _corpora.models_cache_dir())
+
+
+def wav_bytes(samples: NDArray[np.float32]) -> bytes:
+    """16-bit WAV of mono samples or of channels x samples."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.atleast_2d(samples).T, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def meeting(*uris: str) -> NDArray[np.float32]:
+    """The AMI excerpts back to back (30 s each), read through a 16-bit WAV like a user's file."""
+    joined = np.concatenate([_corpora.load(_corpora.ami_path(uri)) for uri in uris])
+    return decode(wav_bytes(joined)).samples[0]
+
+
+def unit(vector: NDArray[np.floating]) -> NDArray[np.float64]:
+    as_float = np.asarray(vector, dtype=np.float64)
+    return as_float / np.linalg.norm(as_float)
+
+
+def test_speech_within_one_piece_is_embedded_whole_as_before() -> None:
+    clip = speech_clip("FEE083", "trn09")
+    content = wav_bytes(clip)
+    (result,) = extractor().extract_source(content)
+    samples = decode(content).samples[0]
+    speech = extractor().vad.speech_samples(samples)
+    assert 3.0 < speech.seconds < extractor().piece_seconds
+    expected = extractor().model.embed_samples(speech.samples)
+    voiceprint = result.extraction.voiceprint
+    np.testing.assert_allclose(voiceprint.embedding, expected, rtol=EMBEDDING_TOLERANCE, atol=1e-6)
+    assert voiceprint.speech_length == pytest.approx(speech.seconds)
+    assert result.extraction.processed_seconds == pytest.approx(samples.shape[0] / SAMPLE_RATE)
+
+
+def test_long_speech_goes_through_the_network_in_pieces() -> None:
+    signal = meeting("dev00", "tst00")
+    pieced = Extractor(extractor().model, extractor().vad, piece_seconds=8.0)
+    extraction = pieced.extract(signal)
+    # The rule of the module's docstring, applied to the whole speech at once.
+    speech = pieced.vad.speech_samples(signal).samples
+    piece = 8 * SAMPLE_RATE
+    pieces = []
+    while speech.shape[0] > 2 * piece:
+        pieces.append(speech[:piece])
+        speech = speech[piece:]
+    half = speech.shape[0] // 2
+    pieces += [speech[:half], speech[half : 2 * half]]
+    assert len(pieces) >= 4
+    assert all(piece // 2 <= len(part) <= piece for part in pieces)
+    weighted = sum(len(part) * unit(pieced.model.embed_samples(part)) for part in pieces)
+    expected = weighted / sum(len(part) for part in pieces)
+    np.testing.assert_allclose(
+        extraction.voiceprint.embedding, expected, rtol=EMBEDDING_TOLERANCE, atol=1e-6
+    )
+    speech_seconds = pieced.vad.speech_samples(signal).seconds
+    assert extraction.speech_length == pytest.approx(speech_seconds)
+    # Still the same voice as when the speech is embedded whole.
+    whole = extractor().extract(signal)
+    assert float(np.dot(unit(whole.voiceprint.embedding), unit(expected))) > 0.9
+
+
+def test_streamed_extraction_equals_extraction_of_the_decoded_audio(tmp_path: Path) -> None:
+    # Long enough for several decoded blocks and more than one piece on each channel.
+    left = meeting("dev00", "tst00", "trn01")
+    right = meeting("trn02", "trn03", "trn04")
+    path = tmp_path / "two channels.flac"
+    sf.write(path, np.stack((left, right)).T, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    audio = decode(path)
+    by_mode = {}
+    for mode in ("split", "mix"):
+        streamed = extractor().extract_source(path, channel_mode=mode)
+        whole = extractor().extract_audio(audio, channel_mode=mode)
+        assert [r.channel_number for r in streamed] == [r.channel_number for r in whole]
+        for ours, theirs in zip(streamed, whole, strict=True):
+            assert ours.extraction.speech_length == pytest.approx(theirs.extraction.speech_length)
+            np.testing.assert_allclose(
+                ours.extraction.voiceprint.embedding,
+                theirs.extraction.voiceprint.embedding,
+                rtol=EMBEDDING_TOLERANCE,
+                atol=1e-6,
+            )
+        by_mode[mode] = streamed
+    assert [r.channel_number for r in by_mode["split"]] == [0, 1]
+    assert [r.channel_number for r in by_mode["mix"]] == [0]
+    (only_right,) = extractor().extract_source(path, channels=[1])
+    assert only_right.channel_number == 1
+    np.testing.assert_allclose(
+        only_right.extraction.voiceprint.embedding,
+        by_mode["split"][1].extraction.voiceprint.embedding,
+        rtol=EMBEDDING_TOLERANCE,
+        atol=1e-6,
+    )
+
+
+def test_progress_is_reported_after_each_block_up_to_the_whole_length(tmp_path: Path) -> None:
+    signal = meeting("dev00", "tst00", "trn01")
+    path = tmp_path / "meeting.wav"
+    sf.write(path, signal, SAMPLE_RATE, subtype="PCM_16")
+    reports: list[tuple[float, float | None]] = []
+    extractor().extract_source(path, on_progress=lambda done, total: reports.append((done, total)))
+    assert len(reports) >= 2
+    done = [report[0] for report in reports]
+    assert done == sorted(done)
+    assert done[-1] == pytest.approx(signal.shape[0] / SAMPLE_RATE)
+    for _, total in reports:
+        assert total == pytest.approx(signal.shape[0] / SAMPLE_RATE)
+
+
+def test_a_stop_request_is_seen_within_seconds_of_audio_and_stops_the_work() -> None:
+    signal = meeting("dev00", "tst00", "trn01")
+    content = wav_bytes(signal)
+    asked = 0
+
+    def count_and_go_on() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    extractor().extract_source(content, should_stop=count_and_go_on)
+    # Asked at least once per scoring block of the detector (8 s of audio).
+    assert asked >= signal.shape[0] / SAMPLE_RATE / 8.2
+
+    progress: list[float] = []
+    with pytest.raises(ExtractionStopped):
+        extractor().extract_source(
+            content,
+            should_stop=lambda: bool(progress),
+            on_progress=lambda done, _: progress.append(done),
+        )
+    # The stop came with the first block's report: no other block was processed after it.
+    assert len(progress) == 1
+    assert progress[0] < signal.shape[0] / SAMPLE_RATE
+
+
+def test_a_speech_cap_stops_decoding_early(tmp_path: Path) -> None:
+    signal = meeting("dev00", "tst00", "trn01")
+    path = tmp_path / "meeting.flac"
+    sf.write(path, signal, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    reports: list[float] = []
+    (capped,) = extractor().extract_source(
+        path, max_speech_seconds=5.0, on_progress=lambda done, _: reports.append(done)
+    )
+    assert capped.extraction.speech_length == pytest.approx(5.0, abs=1 / SAMPLE_RATE)
+    assert capped.extraction.processed_seconds < 30
+    assert reports[-1] < signal.shape[0] / SAMPLE_RATE
+    whole = extractor().extract(signal, max_speech_seconds=5.0)
+    np.testing.assert_allclose(
+        capped.extraction.voiceprint.embedding,
+        whole.voiceprint.embedding,
+        rtol=EMBEDDING_TOLERANCE,
+        atol=1e-6,
+    )
