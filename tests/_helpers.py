@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import signal
@@ -15,13 +17,55 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import orjson
+import soundfile as sf
 from numpy.typing import NDArray
 
 from voxmatch import Voiceprint, VoiceprintBatch, compare
-from voxmatch.models import DEFAULT_MODEL_NAME
+from voxmatch.models import CAMPPLUS, DEFAULT_MODEL_NAME
 
 COMPARISON = "/api/technology/speaker-identification-voiceprint-comparison"
+EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+SCORE_TOLERANCE = 2 * CAMPPLUS.embedding_dim * FLOAT32_EPS * CAMPPLUS.calibration.scale
+"""How far apart two float32 computations of one score may be (about 8.8e-4).
+
+A score is `scale * dot(a, b) / (|a| |b|) + offset`. Matrix products computed along different
+paths (another process, BLAS thread count, block or batch size, CPU kernel) may sum the D terms
+of a dot product in another order: BLAS promises no order. Each order is within D * eps of the
+exact dot product (relative to |a| |b|: the worst case of float32 summation), so two orders are
+within 2 * D * eps of each other in cosine, which the calibration scale multiplies. The norms
+and the affine step are the same NumPy code on both paths. Differences actually seen are a few
+ulps of the score, at most 4.8e-6 (1500 x 1100 scores, OpenBLAS's SkylakeX, Haswell, Zen and
+Prescott kernels, 1 or 2 threads, whole or in blocks); the bound is kept so that no CPU can fail
+a test by luck, and is still far below any real error (a wrong pair, orientation or calibration
+is off by whole units)."""
+
+VAD_PROBABILITY_TOLERANCE = 1e-5
+"""How far apart two float32 computations of one VAD speech probability may be.
+
+The probabilities (in [0, 1]) come out of about ten float32 layers and an LSTM state carried
+from window to window; onnxruntime picks kernels by batch size and CPU, and each may round a
+layer a few ulps differently. 1e-5 is about 84 ulps of 1.0: room for that to compound through
+the layers and the recurrence, and 50 times below the closest any probability of the test speech
+comes to a decision threshold (5e-4)."""
+
+
+def assert_scores_close(actual: npt.ArrayLike, expected: npt.ArrayLike) -> None:
+    """Scores computed along different paths agree to float32 precision (SCORE_TOLERANCE)."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=SCORE_TOLERANCE)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    """Poll `condition` until it holds; fail, saying `what` was awaited, after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -190,3 +234,45 @@ def model_env() -> dict[str, str]:
     folder = _corpora.models_cache_dir()
     locate_all([CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE], folder)
     return {"VOXMATCH_MODELS_DIR": str(folder), "VOXMATCH_MODEL_CACHE_DIR": str(folder)}
+
+
+def task_state(client: httpx.Client, location: str) -> str:
+    response = client.get(location)
+    assert response.status_code == 200, response.text
+    return str(response.json()["task"]["state"])
+
+
+@functools.cache
+def holding_audio() -> bytes:
+    """Seven minutes of real speech as a 7-channel 16-bit WAV (13 MB): the 14 AMI excerpts, two
+    after one another on each channel. Extracting it keeps a worker busy for many seconds."""
+    from voxmatch import _corpora
+
+    excerpts = [_corpora.load(speech_file.path) for speech_file in _corpora.ami_files()]
+    channels = [np.concatenate(excerpts[index : index + 2]) for index in range(0, 14, 2)]
+    length = min(channel.shape[0] for channel in channels)
+    buffer = io.BytesIO()
+    sf.write(
+        buffer,
+        np.stack([channel[:length] for channel in channels], axis=1),
+        16000,
+        format="WAV",
+        subtype="PCM_16",
+    )
+    return buffer.getvalue()
+
+
+def hold_the_worker(client: httpx.Client) -> str:
+    """Give a worker a real, long task: the extraction of `holding_audio`, channel by channel.
+    Returns the task's location once a worker runs it (the server needs `model_env()`).
+
+    How long it runs depends on the machine, so a test that needs a busy worker checks that this
+    task is still running *after* the observations it draws conclusions from: only then do they
+    prove anything. DELETE the task to stop it (extraction checks for a stop every few seconds
+    of audio).
+    """
+    accepted = client.post(EXTRACTION, files={"file": ("holding.wav", holding_audio())})
+    assert accepted.status_code == 202, accepted.text
+    location = str(accepted.headers["location"])
+    wait_until(lambda: task_state(client, location) == "running", "a worker to take the task")
+    return location

@@ -138,6 +138,7 @@ def local_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex
         thread.join()
 
 
+@pytest.mark.slow
 def test_extract_then_compare(tmp_path: Path) -> None:
     sf.write(tmp_path / "alice-1.wav", speech_clip("FEE083", "trn06"), 16000)
     sf.write(tmp_path / "alice-2.wav", speech_clip("FEE083", "trn09"), 16000)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _helpers import assert_scores_close
 from voxmatch import Voiceprint, compare
 from voxmatch.models import CAMPPLUS, Calibration
 from voxmatch.scoring import ScoringStopped, score_matrix
@@ -34,14 +35,15 @@ def test_identical_voices_score_scale_plus_offset() -> None:
     assert score_matrix(vector, vector * 3, CALIBRATION)[0, 0] == pytest.approx(8.0, abs=1e-4)
 
 
-def test_blocked_product_equals_one_block_for_any_budget() -> None:
+def test_blocked_product_matches_one_block_for_any_budget() -> None:
     rng = np.random.default_rng(2)
     rows = rng.standard_normal((1000, 192)).astype(np.float32)
     columns = rng.standard_normal((300, 192)).astype(np.float32)
     whole = score_matrix(rows, columns, CALIBRATION, memory_budget=1 << 30)
     # 300 columns x 8 bytes x 7 rows: a budget that splits the rows into uneven blocks.
     small = score_matrix(rows, columns, CALIBRATION, memory_budget=300 * 8 * 7)
-    np.testing.assert_array_equal(whole, small)
+    # Blocks of another height are other matrix products: BLAS may round them differently.
+    assert_scores_close(small, whole)
 
 
 def test_empty_voiceprints_score_zero_against_everything() -> None:

@@ -11,6 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from _audio_fixtures import SAMPLE_RATE, detector, speech, streaming_detector
+from _helpers import VAD_PROBABILITY_TOLERANCE
 from voxmatch import _corpora
 from voxmatch.vad import (
     SILERO_VAD_SEQUENCE,
@@ -106,14 +107,15 @@ def _meeting() -> NDArray[np.float32]:
 # --- The model ---------------------------------------------------------------------------------
 
 
-def test_sequence_and_streaming_forms_score_identically_on_real_speech() -> None:
+def test_sequence_and_streaming_forms_agree_on_real_speech() -> None:
     samples = _meeting()
     sequence = detector().speech_probabilities(samples)
     streaming = streaming_detector().speech_probabilities(samples)
     assert detector().sequence_model
     assert not streaming_detector().sequence_model
     assert sequence.shape == (-(-samples.shape[0] // WINDOW),)
-    np.testing.assert_array_equal(sequence, streaming)
+    # Two graphs of one network: other onnxruntime kernels, the same scores up to rounding.
+    np.testing.assert_allclose(sequence, streaming, rtol=0, atol=VAD_PROBABILITY_TOLERANCE)
     assert 0.3 < float(np.mean(sequence > 0.5)) < 0.95
 
 
@@ -126,11 +128,14 @@ def test_scores_do_not_depend_on_how_the_audio_is_cut() -> None:
     for piece in np.split(samples, cuts):
         stream.feed(piece)
     stream.flush()
-    np.testing.assert_array_equal(stream.probabilities, whole)
+    # Other cuts are other batch sizes for onnxruntime, which may round them differently.
+    np.testing.assert_allclose(stream.probabilities, whole, rtol=0, atol=VAD_PROBABILITY_TOLERANCE)
     small_blocks = VoiceActivityDetector(
         _corpora.models_cache_dir() / SILERO_VAD_SEQUENCE.filename, block_windows=7
     )
-    np.testing.assert_array_equal(small_blocks.speech_probabilities(samples), whole)
+    np.testing.assert_allclose(
+        small_blocks.speech_probabilities(samples), whole, rtol=0, atol=VAD_PROBABILITY_TOLERANCE
+    )
 
 
 def test_one_detector_serves_several_threads() -> None:
@@ -384,8 +389,12 @@ def test_streamed_audio_with_a_cap_asks_to_stop() -> None:
     assert stream.feed(samples[fed : fed + piece]) is True  # later audio is ignored
     result = stream.finish()
     assert result.seconds == pytest.approx(5.0, abs=1 / SAMPLE_RATE)
-    uncapped = detector().speech_samples(samples)
-    np.testing.assert_array_equal(result.samples, uncapped.samples[: result.samples.shape[0]])
+    # The uncapped speech fed in the same pieces: the same batches, so the same scores exactly.
+    uncapped = detector().stream()
+    for begin in range(0, samples.shape[0], piece):
+        uncapped.feed(samples[begin : begin + piece])
+    uncapped_samples = uncapped.finish().samples
+    np.testing.assert_array_equal(result.samples, uncapped_samples[: result.samples.shape[0]])
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -108,8 +108,12 @@ def _score_block(
 ) -> None:
     # Raw dot products scaled by the inverse norms afterwards: normalising the inputs first
     # would copy them, and one side may be 50,000 embeddings. The two inverse norms are
-    # multiplied together before they touch the dot product, so that a pair scores the same
-    # bits whichever side it is on (REST and gRPC lay the matrix out transposed).
+    # multiplied together before they touch the dot product, so this scaling of a pair does
+    # not depend on which side each voiceprint is on. The dot product itself has no such
+    # guarantee: BLAS may sum in another order for another shape, block height, CPU kernel or
+    # thread count, so those give scores that differ in the last bits. Only the same inputs,
+    # shapes, blocks and BLAS settings give the same bits, which is why REST computes with rows
+    # on `a`, as gRPC does, and transposes afterwards (tasks/jobs.py).
     np.matmul(rows, columns.T, out=out)
     factors = np.multiply.outer(row_inverse, column_inverse)
     factors *= np.float32(calibration.scale)

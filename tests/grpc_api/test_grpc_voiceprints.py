@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,15 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
     speaker_identification_pb2_grpc as sid_grpc,
 )
 
-from _helpers import RunningServer, random_batch, start_server, wait_for_task
+from _helpers import (
+    FLOAT32_EPS,
+    SCORE_TOLERANCE,
+    RunningServer,
+    assert_scores_close,
+    random_batch,
+    start_server,
+    wait_for_task,
+)
 from voxmatch import Voiceprint, VoiceprintBatch, __version__, describe
 from voxmatch.merging import merge_voiceprints
 from voxmatch.voiceprint import encode_records
@@ -94,14 +103,19 @@ def test_merge_over_grpc_and_rest(server: RunningServer) -> None:
     response = merge(server, batch.to_bytes_list())
     merged = Voiceprint.from_bytes(response.voiceprint.content)
     expected = merge_voiceprints(batch)
-    assert response.voiceprint.content == expected.to_bytes()
+    # The server's BLAS may sum the weighted mean in another order than this process's; the
+    # float64 sums rounded to float32 agree to a float32 ulp of the largest component.
+    assert merged.model == expected.model
+    ulp = FLOAT32_EPS * float(np.abs(expected.embedding).max())
+    np.testing.assert_allclose(merged.embedding, expected.embedding, rtol=0, atol=ulp)
     total = float(batch.speech_lengths.astype(np.float64).sum())
     assert merged.speech_length == pytest.approx(total, rel=1e-6)
     assert response.speech_length.ToNanoseconds() / 1e9 == pytest.approx(total, rel=1e-6)
 
     rest = rest_result(server, MERGING, batch.to_base64_list())
+    # REST and gRPC merge with the same code in the same server: the same bytes.
     assert rest == {
-        "voiceprint": expected.to_base64(),
+        "voiceprint": base64.b64encode(response.voiceprint.content).decode(),
         "speech_length": pytest.approx(total, rel=1e-6),
         "model": batch.model,
     }
@@ -162,13 +176,11 @@ def test_convert_over_grpc_and_rest(server: RunningServer) -> None:
     real = VoiceprintBatch.of([voiceprints[index] for index in kept[:300]])
     scores, _ = compare(server, real.to_bytes_list(), real.to_bytes_list())
     dots = matrix[:300] @ matrix[:300].T
-    np.testing.assert_allclose(
-        calibration.scale * dots + calibration.offset, scores, rtol=0, atol=2e-5
-    )
-    # Sorted by dot product, the scores never decrease (beyond float32 rounding).
+    assert_scores_close(calibration.scale * dots + calibration.offset, scores)
+    # Sorted by dot product, the scores never decrease (beyond float32 rounding of each).
     upper = np.triu_indices(300, 1)
     by_dot = scores[upper][np.argsort(dots[upper], kind="stable")]
-    assert np.diff(by_dot).min() > -4e-5
+    assert np.diff(by_dot).min() > -2 * SCORE_TOLERANCE
 
     rest = rest_result(server, CONVERSION, batch.to_base64_list())
     assert set(rest) == {"vector_voiceprints"}

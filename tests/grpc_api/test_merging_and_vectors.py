@@ -47,6 +47,7 @@ def test_merge_edge_cases() -> None:
     assert caught.value.reason == "mixed-models"
 
 
+@pytest.mark.slow
 def test_merge_of_real_speech_is_close_to_the_concatenated_extraction() -> None:
     extractor = load_extractor("campplus-zh-en-16k-advanced", cache_dir=_corpora.models_cache_dir())
     speech: dict[str, list[np.ndarray]] = {}

@@ -25,6 +25,7 @@ from _grpc_helpers import grpc_address, self_signed_certificate, wav_bytes
 
 from _helpers import (
     COMPARISON,
+    SCORE_TOLERANCE,
     RunningServer,
     model_env,
     random_batch,
@@ -33,6 +34,9 @@ from _helpers import (
     wait_for_task,
 )
 from voxmatch import Voiceprint, VoiceprintBatch, _corpora
+
+# Each client runs in a process of its own (and is installed by pip on the first run).
+pytestmark = pytest.mark.slow
 
 CLIENTS = {
     "phonexia-voiceprint-extraction-client": ("2.1.0", "voiceprint_extraction_client"),
@@ -263,7 +267,8 @@ def test_compare_lists_m_by_n_equals_rest_transposed(
     rest_scores = np.array(rest["values"], dtype=np.float32).reshape(800, 1500)
     np.testing.assert_array_equal(client_scores, rest_scores.T)
 
-    # The text format rounds to one decimal.
+    # The text format rounds to one decimal. That score comes from a 1 x 1 product, another
+    # shape than REST's, which may round differently and so land on the other side of a .x5.
     text = run(
         comparison_client,
         "-H",
@@ -276,7 +281,10 @@ def test_compare_lists_m_by_n_equals_rest_transposed(
         "-f",
         "text",
     ).decode()
-    assert text.split() == ["Score:", f"{rest_scores[0, 0]:.1f}"]
+    label, printed_score = text.split()
+    assert label == "Score:"
+    assert printed_score == f"{float(printed_score):.1f}"
+    assert abs(float(printed_score) - rest_scores[0, 0]) <= 0.05 + SCORE_TOLERANCE
 
 
 def test_identification_client_compares_lists(

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import uuid
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 
 from _helpers import (
     COMPARISON,
     RunningServer,
-    random_batch,
+    assert_scores_close,
+    hold_the_worker,
+    model_env,
     random_voiceprints,
+    task_state,
     wait_for_task,
+    wait_until,
 )
 from voxmatch import Voiceprint, compare
 
@@ -65,7 +67,7 @@ def test_matrix_orientation_follows_spe4_rest(
     assert values.size == count_a * count_b
     matrix = values.reshape(count_b, count_a)
     # values[r * columns_count + c] = score(a_c, b_r): the transpose of compare(a, b).
-    np.testing.assert_allclose(matrix, compare(a, b).T, rtol=1e-6, atol=1e-6)
+    assert_scores_close(matrix, compare(a, b).T)
     for row in range(count_b):
         assert matrix[row].argmax() == row % count_a
 
@@ -96,28 +98,26 @@ def test_202_carries_task_body_and_both_location_headers(server: RunningServer) 
     assert set(polled) == {"task", "result", "error"}
 
 
+@pytest.mark.slow
 def test_pending_task_has_null_result_and_error(server_factory) -> None:
-    server = server_factory({"VOXMATCH_WORKERS": "1", "VOXMATCH_POLL_WAIT_SECONDS": "0"})
-    client = server.client()
-    large = orjson.dumps(
-        {
-            "voiceprints_a": random_batch(50_000, seed=1).to_base64_list(),
-            "voiceprints_b": random_batch(20, seed=2).to_base64_list(),
-        }
+    server = server_factory(
+        {**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_POLL_WAIT_SECONDS": "0"}
     )
+    client = server.client()
+    busy = hold_the_worker(client)
     small = random_voiceprints(1)
-    busy = client.post(COMPARISON, content=large)
-    assert busy.status_code == 202
-    # The only worker has a million scores to compute and render: the next task must wait.
     waiting = post(client, small, small)
     body = client.get(waiting.headers["location"]).json()
+    # The only worker ran another task from before the POST until after the GET: the task
+    # cannot have started.
+    assert task_state(client, busy) == "running", "the holding task ended too soon to tell"
     assert body == {
         "task": {"task_id": waiting.json()["task"]["task_id"], "state": "pending"},
         "result": None,
         "error": None,
     }
+    assert client.delete(busy).status_code == 204
     assert wait_for_task(client, waiting.headers["location"]).json()["task"]["state"] == "done"
-    assert wait_for_task(client, busy.headers["location"]).json()["task"]["state"] == "done"
 
 
 def test_a_poll_waits_briefly_for_the_result(server_factory) -> None:
@@ -175,12 +175,17 @@ def test_ids_appear_in_the_server_log(server: RunningServer) -> None:
         headers={"x-request-id": "logged-request", "x-correlation-id": "logged-case"},
     )
     wait_for_task(client, accepted.headers["location"])
-    time.sleep(0.2)
-    log = server.log()
     task_id = accepted.json()["task"]["task_id"]
-    lines = [line for line in log.splitlines() if "request_id=logged-request" in line]
-    assert any("correlation_id=logged-case" in line and "POST" in line for line in lines)
-    assert any(task_id in line and "done" in line for line in lines), "worker log lines too"
+
+    def lines() -> list[str]:
+        return [line for line in server.log().splitlines() if "request_id=logged-request" in line]
+
+    # The worker logs "done" after it has recorded the result that the poll saw.
+    wait_until(
+        lambda: any(task_id in line and "done" in line for line in lines()),
+        "the worker's log line",
+    )
+    assert any("correlation_id=logged-case" in line and "POST" in line for line in lines())
 
 
 def test_system_endpoints(server: RunningServer) -> None:
@@ -215,7 +220,13 @@ def test_delete_cancels_and_removes_a_task(server_factory) -> None:
         assert client.get(location).status_code == 404
         assert client.delete(location).status_code == 404
     task_ids = [location.rsplit("/", 1)[1] for location in locations]
-    time.sleep(0.5)
+
+    def idle() -> bool:
+        queue = client.get("/api/system/status").json()["queue"]
+        return bool(queue["waiting"] == 0 and queue["running"] == 0)
+
+    # A worker stopped mid-task writes nothing more once it is idle.
+    wait_until(idle, "the worker to stop the cancelled tasks")
     leftovers = [path.name for path in (server.data_dir / "tasks").iterdir()]
     assert not set(task_ids) & set(leftovers)
     # The server keeps working after cancellations.

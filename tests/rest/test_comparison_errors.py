@@ -10,7 +10,14 @@ import httpx
 import numpy as np
 import pytest
 
-from _helpers import COMPARISON, RunningServer, random_voiceprints, start_server, wait_for_task
+from _helpers import (
+    COMPARISON,
+    RunningServer,
+    random_voiceprints,
+    start_server,
+    wait_for_task,
+    wait_until,
+)
 from voxmatch import Voiceprint
 from voxmatch.models import Calibration, ModelDescription
 
@@ -232,11 +239,8 @@ def test_expired_tasks_answer_404_and_leave_no_files(server_factory, tmp_path: P
     task_id = accepted.json()["task"]["task_id"]
     assert wait_for_task(client, location).json()["task"]["state"] == "done"
     assert (server.data_dir / "tasks" / task_id).exists()
-    deadline = 5.0
-    import time
-
-    started = time.monotonic()
-    while (server.data_dir / "tasks" / task_id).exists():
-        assert time.monotonic() - started < deadline, "expired task files were not deleted"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not (server.data_dir / "tasks" / task_id).exists(),
+        "the sweeper to delete the expired task's files",
+    )
     assert_error(client.get(location), 404, "resource.not-found")

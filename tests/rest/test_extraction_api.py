@@ -66,6 +66,7 @@ def test_same_file_twice_gives_the_same_voiceprint(server: RunningServer) -> Non
     assert first == second
 
 
+@pytest.mark.slow
 def test_same_speaker_scores_above_different_speakers(server: RunningServer) -> None:
     client = server.client()
     clips = {

@@ -99,17 +99,19 @@ def test_a_stop_puts_running_tasks_back_without_counting_an_attempt(tmp_path: Pa
 
 def test_a_task_that_finishes_during_the_stop_is_recorded(tmp_path: Path) -> None:
     started = threading.Event()
+    runner: TaskRunner
 
     def brief(context: TaskContext) -> TaskOutcome:
         started.set()
-        time.sleep(0.3)
+        # Finish only once the stop has begun, whatever the speed of the machine.
+        assert runner._stopping.wait(30)
         return TaskOutcome({"answer": 7})
 
     runner = runner_with(tmp_path, brief)
     runner.start()
     record = runner.submit("test", {})
     assert started.wait(10)
-    runner.stop(timeout=10)
+    runner.stop(timeout=30)
     finished = runner.store.get(record.id)
     assert finished is not None
     assert (finished.state, finished.result) == (TaskState.DONE, {"answer": 7})
