@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from _helpers import COMPARISON, RunningServer
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
+# A fixed id, not uuid4(): parameters are part of test ids, which every xdist worker must agree on.
+UNKNOWN_TASK = "5f1d2c3b-0a4e-4b6f-8c7d-9e0f1a2b3c4d"
 
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("PUT", f"{COMPARISON}/{uuid.uuid4()}", {"GET", "DELETE"}),
-        ("POST", f"{EXTRACTION}/{uuid.uuid4()}", {"GET", "DELETE"}),
+        ("PUT", f"{COMPARISON}/{UNKNOWN_TASK}", {"GET", "DELETE"}),
+        ("POST", f"{EXTRACTION}/{UNKNOWN_TASK}", {"GET", "DELETE"}),
         ("GET", COMPARISON, {"POST"}),
         ("DELETE", "/api/system/info", {"GET"}),
     ],
