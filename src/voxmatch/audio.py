@@ -19,6 +19,7 @@ import enum
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -30,12 +31,16 @@ import soundfile
 import soxr
 from numpy.typing import NDArray
 
+from voxmatch.request_checks import RequestError
+
 SAMPLE_RATE = 16000
 """The rate everything downstream (VAD, speaker model) works at."""
 DEFAULT_MAX_DURATION = 2 * 3600.0
 """Seconds of audio decoded at most, unless the caller sets another limit (two hours is
 460 MB of float32 per channel at 16 kHz)."""
 MAX_CHANNELS = 256
+"""Most channels a source may have (so channel numbers run from 0 to 255), in every interface:
+a channel above it can never exist."""
 MAX_SAMPLE_RATE = 768_000
 _BLOCK_SAMPLES = 1 << 20
 """Samples (all channels together) read per block at the source rate."""
@@ -59,6 +64,11 @@ _BACKEND_ERRORS: tuple[type[BaseException], ...] = (
 
 class AudioError(ValueError):
     """The audio cannot be used as given; the message says why, for the user."""
+
+
+class AudioOptionError(AudioError, RequestError):
+    """An option of the request (channels, channel mode, time range) is wrong whatever the audio:
+    interfaces name its field."""
 
 
 class RawEncoding(enum.IntEnum):
@@ -128,10 +138,18 @@ class TimeRange:
     def __post_init__(self) -> None:
         for name, value in (("start", self.start), ("end", self.end)):
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise AudioError(f"time range {name} must be a finite number >= 0, got {value}")
+                raise AudioOptionError(
+                    (name,),
+                    "range",
+                    f"must be a finite number >= 0, got {value}",
+                    subject=f"time range {name}",
+                )
         if self.start is not None and self.end is not None and self.end <= self.start:
-            raise AudioError(
-                f"time range end ({self.end:g} s) must be after its start ({self.start:g} s)"
+            raise AudioOptionError(
+                ("end",),
+                "range",
+                f"({self.end:g} s) must be after its start ({self.start:g} s)",
+                subject="time range end",
             )
 
 
@@ -215,12 +233,35 @@ class DecodedAudio:
             ) from None
 
 
-def parse_channel_mode(value: str) -> ChannelMode:
+def parse_channel_mode(value: object) -> ChannelMode:
     if value == "split":
         return "split"
     if value == "mix":
         return "mix"
-    raise AudioError(f"channel_mode must be 'split' or 'mix', got {value!r}")
+    raise AudioOptionError(("channel_mode",), "enum", f"must be 'split' or 'mix', got {value!r}")
+
+
+_CHANNEL_NUMBER = re.compile(r"[0-9]{1,3}")
+
+
+def parse_channels(text: str) -> list[int] | None:
+    """Channels as every interface writes them: 0-based numbers, comma-separated (`0,1`); blank
+    text means all channels."""
+    if text.strip() == "":
+        return None
+    numbers = []
+    for part in text.split(","):
+        part = part.strip()
+        if not _CHANNEL_NUMBER.fullmatch(part) or int(part) >= MAX_CHANNELS:
+            raise AudioOptionError(
+                ("channels",),
+                "channels_invalid",
+                f"must be like 0,1: channel numbers from 0 to {MAX_CHANNELS - 1}, comma-separated;"
+                f" got {text!r}",
+            )
+        numbers.append(int(part))
+    _check_duplicates(numbers)
+    return numbers
 
 
 def decode(
@@ -477,11 +518,18 @@ def _check_duplicates(numbers: Sequence[int] | None) -> None:
     if numbers is None:
         return
     if not numbers:
-        raise AudioError("the channel list is empty; omit it to use every channel")
+        raise AudioOptionError(
+            ("channels",),
+            "channels_invalid",
+            "is empty; omit it to use every channel",
+            subject="the channel list",
+        )
     seen: set[int] = set()
     for number in numbers:
         if number in seen:
-            raise AudioError(f"channel {number} is listed twice")
+            raise AudioOptionError(
+                ("channels",), "channels_invalid", f"{number} is listed twice", subject="channel"
+            )
         seen.add(number)
 
 

@@ -176,17 +176,20 @@ def extract(
     use --keep-extension or separate --out folders. A `.vp` left by an earlier run is replaced.
     """
     from voxmatch.assets import reporting_downloads
-    from voxmatch.audio import AudioError, TimeRange, parse_channel_mode
+    from voxmatch.audio import TimeRange, parse_channel_mode, parse_channels
     from voxmatch.models.speaker_model import SpeakerModelError
+    from voxmatch.request_checks import RequestError, speech_cap
     from voxmatch.server import build_extractor
 
     settings = _settings(config, data_dir=data_dir)
     try:
         parse_channel_mode(channel_mode)
-        selected = _parse_channels(channels)
+        selected = parse_channels(channels or "")
         time_range = TimeRange(start, end)
-    except (AudioError, ValueError) as error:
-        _fail(str(error), code=2)
+        max_speech = speech_cap(max_speech)
+    except RequestError as error:
+        # The option at fault, by the name of the request field it sets.
+        _fail(f"--{error.field[0]} {error.problem}", code=2)
     inputs = _distinct(files)
     names = _voiceprint_names(inputs, out, keep_extension=keep_extension)
     try:
@@ -481,15 +484,6 @@ def _print_matrix(rows: list[str], columns: list[str], scores: object) -> None:
             f"(showing {shown_rows} x {shown_columns} of {len(rows)} x {len(columns)};"
             " use --json or --npy for all)"
         )
-
-
-def _parse_channels(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--channels must be like 0,1; got {text!r}") from None
 
 
 @models_app.command("list")

@@ -43,6 +43,13 @@ from voxmatch.extraction import ExtractionStopped
 from voxmatch.grpc import _wire
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models.registry import describe
+from voxmatch.request_checks import (
+    RequestError,
+    check_comparison_lists,
+    check_growing_comparison_lists,
+    check_list_length,
+    speech_cap,
+)
 from voxmatch.scoring import ScoringStopped, score_matrix
 from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import has_speech, vector_voiceprints
@@ -69,6 +76,15 @@ class CallFailed(Exception):
 
 def invalid(message: str) -> CallFailed:
     return CallFailed(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+@contextlib.contextmanager
+def request_rules() -> Iterator[None]:
+    """Turns a broken request rule into INVALID_ARGUMENT with its message."""
+    try:
+        yield
+    except RequestError as error:
+        raise invalid(error.message) from None
 
 
 def voiceprint_problem(error: VoiceprintError, field: str, offset: int = 0) -> CallFailed:
@@ -258,11 +274,10 @@ class Comparison:
         for request in requests:
             contents_a += [voiceprint.content for voiceprint in request.voiceprints_a]
             contents_b += [voiceprint.content for voiceprint in request.voiceprints_b]
-            # Checked as the stream arrives: an oversized request is refused before it is read.
-            self._check_sizes(len(contents_a), len(contents_b))
-        for field, contents in (("voiceprints_a", contents_a), ("voiceprints_b", contents_b)):
-            if not contents:
-                raise invalid(f"{field} is empty: each list needs at least one voiceprint")
+            with request_rules():
+                check_growing_comparison_lists(len(contents_a), len(contents_b), *self._sizes)
+        with request_rules():
+            check_comparison_lists(len(contents_a), len(contents_b), *self._sizes)
         try:
             batch_a = decode_bytes_batch(contents_a)
         except VoiceprintError as error:
@@ -285,17 +300,9 @@ class Comparison:
             )
         yield from _wire.matrix_chunks(scores, MAX_RESPONSE_BYTES)
 
-    def _check_sizes(self, count_a: int, count_b: int) -> None:
-        limit = self.limits.max_list_length
-        for field, count in (("voiceprints_a", count_a), ("voiceprints_b", count_b)):
-            if count > limit:
-                raise invalid(f"{field} has more than {limit} voiceprints (max_list_length)")
-        if count_a * count_b > self.limits.max_matrix_size:
-            raise invalid(
-                f"len(voiceprints_a) x len(voiceprints_b) reached {count_a} x {count_b} ="
-                f" {count_a * count_b}, over the maximum matrix size"
-                f" {self.limits.max_matrix_size} (max_matrix_size)"
-            )
+    @property
+    def _sizes(self) -> tuple[int, int]:
+        return self.limits.max_list_length, self.limits.max_matrix_size
 
 
 class Extraction:
@@ -438,10 +445,8 @@ def _speech_cap(config: sid.ExtractConfig) -> float | None:
     """ExtractConfig.speech_length as a cap in seconds; unset or zero means no cap."""
     if not config.HasField("speech_length"):
         return None
-    cap = seconds(config.speech_length)
-    if cap < 0:
-        raise invalid(f"config.speech_length must not be negative, got {cap:g} s")
-    return cap or None
+    with request_rules():
+        return speech_cap(seconds(config.speech_length), ("config", "speech_length"))
 
 
 class Merging:
@@ -452,13 +457,8 @@ class Merging:
 
     def merge(self, request: sid.MergeRequest, context: grpc.ServicerContext) -> sid.MergeResponse:
         contents = [voiceprint.content for voiceprint in request.voiceprints]
-        if not contents:
-            raise invalid("voiceprints is empty: give at least one voiceprint to merge")
-        if len(contents) > self.limits.max_list_length:
-            raise invalid(
-                f"voiceprints has {len(contents)} items, more than {self.limits.max_list_length}"
-                " (max_list_length)"
-            )
+        with request_rules():
+            check_list_length("voiceprints", contents, self.limits.max_list_length)
         try:
             merged = merge_voiceprints(decode_bytes_batch(contents))
         except VoiceprintError as error:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
-from voxmatch.rest.errors import invalid_json, schema_error, validation_error, voiceprint_error
+from voxmatch import request_checks
+from voxmatch.request_checks import RequestError
+from voxmatch.rest.errors import (
+    ApiError,
+    invalid_json,
+    request_error,
+    schema_error,
+    voiceprint_error,
+)
 from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError, decode_base64_batch
 
 BodyT = TypeVar("BodyT")
@@ -22,16 +30,9 @@ def decode_body(decoder: msgspec.json.Decoder[BodyT], body: bytes) -> BodyT:
         raise invalid_json(error) from None
 
 
-def check_list_length(field: str, items: list[Any], limit: int) -> None:
-    """422 naming the field unless 1 <= len(items) <= limit."""
-    if 1 <= len(items) <= limit:
-        return
-    problem, kind = (
-        ("List should have at least 1 item", "too_short")
-        if not items
-        else (f"List should have at most {limit} items, not {len(items)}", "too_long")
-    )
-    raise validation_error(["body", field], problem, kind, {"limit": limit, "length": len(items)})
+def body_error(error: RequestError) -> ApiError:
+    """The 422 of a body that broke a request rule, located at the field in the body."""
+    return request_error(error, ["body", *error.field])
 
 
 def decode_voiceprints(field: str, items: list[str], model: str | None = None) -> VoiceprintBatch:
@@ -52,5 +53,8 @@ _decoder = msgspec.json.Decoder(_VoiceprintsBody)
 def decode_voiceprints_body(body: bytes, max_list_length: int) -> VoiceprintBatch:
     """Parse `{"voiceprints": [...]}` and decode every voiceprint; raise ApiError (400/422)."""
     parsed = decode_body(_decoder, body)
-    check_list_length("voiceprints", parsed.voiceprints, max_list_length)
+    try:
+        request_checks.check_list_length("voiceprints", parsed.voiceprints, max_list_length)
+    except RequestError as error:
+        raise body_error(error) from None
     return decode_voiceprints("voiceprints", parsed.voiceprints)

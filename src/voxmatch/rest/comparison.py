@@ -12,10 +12,8 @@ import numpy.typing as npt
 from fastapi import APIRouter
 
 from voxmatch.config import Settings
-from voxmatch.rest.bodies import check_list_length, decode_body, decode_voiceprints
-from voxmatch.rest.errors import (
-    validation_error,
-)
+from voxmatch.request_checks import RequestError, check_comparison_lists
+from voxmatch.rest.bodies import body_error, decode_body, decode_voiceprints
 from voxmatch.rest.schemas import ComparisonRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import TaskRecord
@@ -54,17 +52,12 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
         parsed = decode_body(_decoder, body)
         list_a, list_b = parsed.voiceprints_a, parsed.voiceprints_b
         del parsed
-        for field, items in (("voiceprints_a", list_a), ("voiceprints_b", list_b)):
-            check_list_length(field, items, settings.max_list_length)
-        product = len(list_a) * len(list_b)
-        if product > settings.max_matrix_size:
-            raise validation_error(
-                ["body"],
-                f"len(voiceprints_a) x len(voiceprints_b) = {len(list_a)} x {len(list_b)}"
-                f" = {product} exceeds the maximum matrix size {settings.max_matrix_size}",
-                "matrix_too_large",
-                {"limit": settings.max_matrix_size},
+        try:
+            check_comparison_lists(
+                len(list_a), len(list_b), settings.max_list_length, settings.max_matrix_size
             )
+        except RequestError as error:
+            raise body_error(error) from None
         batch_a = decode_voiceprints("voiceprints_a", list_a)
         batch_b = decode_voiceprints("voiceprints_b", list_b, model=batch_a.model)
         del list_a, list_b

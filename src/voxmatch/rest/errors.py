@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from voxmatch.request_checks import RequestError
 from voxmatch.voiceprint import VoiceprintError
 
 Location = list[str | int]
@@ -72,6 +73,11 @@ def validation_error(
         "Validation of the request failed.",
         [detail_item(location, message, error_type, context)],
     )
+
+
+def request_error(error: RequestError, location: Location) -> ApiError:
+    """422 for a value that broke one of the request rules, found at `location`."""
+    return validation_error(location, error.message, error.reason, error.context)
 
 
 def error_body(error_type: str, message: str, detail: list[Detail]) -> bytes:

@@ -8,7 +8,6 @@ everywhere, else the request is refused (422): no silent precedence to guess.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -17,13 +16,11 @@ import annotated_types
 import msgspec
 from pydantic import AllowInfNan, TypeAdapter, ValidationError
 
-from voxmatch.rest.errors import Location, validation_error
+from voxmatch.audio import TimeRange, parse_channel_mode, parse_channels
+from voxmatch.request_checks import MAX_SECONDS as MAX_SECONDS  # the bound of Seconds, in docs
+from voxmatch.request_checks import RequestError
+from voxmatch.rest.errors import Location, request_error, validation_error
 from voxmatch.tasks.store import JsonObject
-
-MAX_SECONDS = 1e7
-"""Largest time option (start, end, max_speech_length), about 116 days: far beyond any
-recording, and small enough that seconds times any sample rate is an exact integer."""
-MAX_CHANNEL = 1023
 
 Seconds = Annotated[
     float, annotated_types.Ge(0), annotated_types.Le(MAX_SECONDS), AllowInfNan(False)
@@ -42,8 +39,6 @@ OPTION_NAMES = (
 )
 CONFIG_FIELD = "config"
 
-_CHANNEL_NUMBER = re.compile(r"[0-9]{1,4}")
-
 
 @dataclass(frozen=True)
 class ExtractionOptions:
@@ -58,43 +53,24 @@ class ExtractionOptions:
         return {name: getattr(self, name) for name in OPTION_NAMES}
 
 
-def parse_channels(text: str, location: Location) -> list[int] | None:
-    """`0,1` as SPE4 writes it (0-based, comma-separated); empty means all."""
-    if text.strip() == "":
-        return None
-    numbers = []
-    for part in text.split(","):
-        part = part.strip()
-        if not _CHANNEL_NUMBER.fullmatch(part) or int(part) > MAX_CHANNEL:
-            raise validation_error(
-                location,
-                f"channels must be comma-separated channel numbers from 0 to {MAX_CHANNEL},"
-                f" like 0,1; got {text!r}",
-                "channels_invalid",
-            )
-        numbers.append(int(part))
-    if len(set(numbers)) != len(numbers):
-        raise validation_error(
-            location, f"channels lists a channel twice: {text!r}", "channels_invalid"
-        )
-    return numbers
-
-
 def _channel_mode(value: object, location: Location) -> str:
-    if value not in ("split", "mix"):
-        raise validation_error(
-            location, f"channel_mode must be 'split' or 'mix', got {value!r}", "enum"
-        )
-    return str(value)
+    try:
+        return parse_channel_mode(value)
+    except RequestError as error:
+        raise request_error(error, location) from None
 
 
 def _channels(value: object, location: Location) -> list[int] | None:
-    if isinstance(value, str):
-        return parse_channels(value, location)
+    # A JSON list is read as the text it stands for, so both forms meet the same rules.
     if isinstance(value, list) and all(
         isinstance(number, int) and not isinstance(number, bool) and number >= 0 for number in value
     ):
-        return parse_channels(",".join(str(number) for number in value), location)
+        value = ",".join(str(number) for number in value)
+    if isinstance(value, str):
+        try:
+            return parse_channels(value)
+        except RequestError as error:
+            raise request_error(error, location) from None
     raise validation_error(
         location,
         f"channels must be a list of channel numbers or a text like 0,1; got {value!r}",
@@ -169,12 +145,10 @@ def parse_options(query: Mapping[str, object], form: Mapping[str, str]) -> Extra
                     "conflict",
                 )
     options = ExtractionOptions(**chosen)
-    if options.start is not None and options.end is not None and options.end <= options.start:
-        raise validation_error(
-            where["end"],
-            f"end ({options.end:g} s) must be after start ({options.start:g} s)",
-            "range",
-        )
+    try:
+        TimeRange(options.start, options.end)
+    except RequestError as error:
+        raise request_error(error, where[str(error.field[0])]) from None
     return options
 
 
