@@ -37,6 +37,7 @@ import onnxruntime
 from numpy.typing import ArrayLike, NDArray
 
 from voxmatch.assets import RegistryAsset, locate
+from voxmatch.onnx_sessions import session_options
 
 SAMPLE_RATE = 16000
 WINDOW = 512
@@ -144,13 +145,10 @@ class VoiceActivityDetector:
             raise ValueError(f"block_windows must be >= 1, got {block_windows}")
         self.parameters = parameters or VadParameters()
         self.block_windows = block_windows
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path),
+            sess_options=session_options(threads),
+            providers=["CPUExecutionProvider"],
         )
         inputs = {node.name for node in self._session.get_inputs()}
         if inputs == {"input", "h", "c"}:

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch.vectors import has_speech
+
 _VARINT = 0
 _LENGTH_DELIMITED = 2
 
@@ -89,8 +91,10 @@ def matrix_chunks(scores: npt.NDArray[np.float32], max_message_bytes: int) -> It
         yield compare_response(flat[start : start + per_message], shape)
 
 
-def convert_response(vectors: npt.NDArray[np.float32], keep: npt.NDArray[np.bool_]) -> bytes:
-    """A serialized ConvertResponse: one Vector per row, an empty Vector where `keep` is False."""
+def convert_response(vectors: npt.NDArray[np.float32]) -> bytes:
+    """A serialized ConvertResponse: one Vector per row of `vector_voiceprints` output, empty for
+    a voiceprint of no speech (see voxmatch.vectors)."""
+    keep = has_speech(vectors)
     count, dim = vectors.shape
     payload = dim * 4
     vector_head = _length_delimited(1, payload)  # Vector.values, packed

@@ -52,7 +52,7 @@ from voxmatch.request_checks import (
 )
 from voxmatch.scoring import ScoringStopped, score_matrix
 from voxmatch.tasks.shared_extractor import SharedExtractor
-from voxmatch.vectors import has_speech, vector_voiceprints
+from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintError, decode_bytes_batch
 
 log = logging.getLogger("voxmatch.grpc")
@@ -367,9 +367,8 @@ class Extraction:
             voiceprint=core_pb2.Voiceprint(content=voiceprint.to_bytes()),
         )
         if first.config.enable_vector_voiceprint:
-            vector = vector_voiceprints([voiceprint])[0]
-            # Empty, not zeros, for no speech: the proto's documented convention.
-            result.vector_voiceprint.values.extend(vector.tolist() if vector.any() else [])
+            (vector,) = vector_rows(vector_voiceprints([voiceprint]))
+            result.vector_voiceprint.values.extend(vector.tolist())
         return sid.ExtractResponse(
             result=result, processed_audio_length=duration(extraction.processed_seconds)
         )
@@ -495,15 +494,13 @@ class Conversion:
             model = batch.model
             seen += len(contents)
             vectors = vector_voiceprints(batch)
-            yield from _conversion_chunks(vectors, has_speech(vectors))
+            yield from _conversion_chunks(vectors)
 
 
-def _conversion_chunks(
-    vectors: npt.NDArray[np.float32], keep: npt.NDArray[np.bool_]
-) -> Iterator[bytes]:
+def _conversion_chunks(vectors: npt.NDArray[np.float32]) -> Iterator[bytes]:
     """ConvertResponse messages under the size limit (one, unless the request was huge)."""
     entry_bytes = vectors.shape[1] * 4 + 2 * 10 + 2  # values + two tags and lengths at most
     per_message = max(1, MAX_RESPONSE_BYTES // entry_bytes)
     for start in range(0, len(vectors), per_message):
         stop = start + per_message
-        yield _wire.convert_response(vectors[start:stop], keep[start:stop])
+        yield _wire.convert_response(vectors[start:stop])

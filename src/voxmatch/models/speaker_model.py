@@ -34,6 +34,7 @@ from voxmatch.models.registry import (
     ModelDescription,
     known_models,
 )
+from voxmatch.onnx_sessions import session_options
 
 log = logging.getLogger("voxmatch.models")
 
@@ -133,25 +134,6 @@ class SpeakerModel:
     def embed_samples(self, samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """Front end and network in one call."""
         return self.embed(self.features(samples))
-
-
-def session_options(threads: int) -> ort.SessionOptions:
-    """Options for one inference session: `threads` intra-op threads, nodes run one after
-    another (the graphs are chains, so inter-op parallelism would only add threads), all graph
-    optimisations on, no memory arena."""
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The arena keeps the peak of the longest utterance ever seen (about 0.8 GB after 5 min of
-    # audio) for the life of the process; without it that memory goes back after the call, and
-    # 10 s embeddings measured no slower.
-    options.enable_cpu_mem_arena = False
-    options.log_severity_level = 3
-    return options
 
 
 def _open_session(model: Path | bytes, threads: int) -> ort.InferenceSession:
