@@ -43,11 +43,14 @@ def decode_voiceprints(field: str, items: list[str], model: str | None = None) -
         raise voiceprint_error(error, field) from None
 
 
-class _VoiceprintsBody(msgspec.Struct):
+class VoiceprintsBody(msgspec.Struct):
+    """The body as it is decoded; schemas.VoiceprintsRequest shows it in OpenAPI, and a test
+    keeps the two the same (tests/rest/test_request_schemas.py)."""
+
     voiceprints: list[str]
 
 
-_decoder = msgspec.json.Decoder(_VoiceprintsBody)
+_decoder = msgspec.json.Decoder(VoiceprintsBody)
 
 
 def decode_voiceprints_body(body: bytes, max_list_length: int) -> VoiceprintBatch:

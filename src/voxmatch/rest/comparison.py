@@ -25,12 +25,15 @@ TECHNOLOGY = "speaker-identification-voiceprint-comparison"
 log = logging.getLogger("voxmatch.rest")
 
 
-class _ComparisonBody(msgspec.Struct):
+class ComparisonBody(msgspec.Struct):
+    """The body as it is decoded; schemas.ComparisonRequest shows it in OpenAPI, and a test
+    keeps the two the same (tests/rest/test_request_schemas.py)."""
+
     voiceprints_a: list[str]
     voiceprints_b: list[str]
 
 
-_decoder = msgspec.json.Decoder(_ComparisonBody)
+_decoder = msgspec.json.Decoder(ComparisonBody)
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
