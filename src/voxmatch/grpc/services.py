@@ -274,6 +274,7 @@ class Comparison:
         for request in requests:
             contents_a += [voiceprint.content for voiceprint in request.voiceprints_a]
             contents_b += [voiceprint.content for voiceprint in request.voiceprints_b]
+            # Checked as the stream arrives: an oversized request is refused before it is read.
             with request_rules():
                 check_growing_comparison_lists(len(contents_a), len(contents_b), *self._sizes)
         with request_rules():
