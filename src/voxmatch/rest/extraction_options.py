@@ -18,7 +18,7 @@ import msgspec
 from pydantic import AllowInfNan, TypeAdapter, ValidationError
 
 from voxmatch.rest.errors import Location, validation_error
-from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks import JsonObject
 
 MAX_SECONDS = 1e7
 """Largest time option (start, end, max_speech_length), about 116 days: far beyond any

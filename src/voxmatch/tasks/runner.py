@@ -20,11 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from voxmatch.compute_slots import ComputeSlots, ComputeWaitStopped
 from voxmatch.logs import request_ids
+from voxmatch.tasks.kinds import (
+    INTERNAL,
+    REJECTED,
+    Handler,
+    TaskContext,
+    TaskOutcome,
+    TaskRejected,
+    stored_error,
+)
 from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
 
 log = logging.getLogger("voxmatch.tasks")
@@ -41,71 +49,6 @@ class QueueFull(RuntimeError):
         self.retry_after = retry_after
 
 
-class TaskRejected(Exception):
-    """Raised by a handler when the task's input turns out to be invalid (state `rejected`)."""
-
-    def __init__(self, message: str, detail: list[JsonObject] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail or []
-
-
-@dataclass(frozen=True)
-class WorkDone:
-    """How much work a task did, for the server's counters (see voxmatch.metrics)."""
-
-    audio_seconds: float = 0.0
-    speech_seconds: float = 0.0
-    scores: int = 0
-
-
-@dataclass
-class TaskOutcome:
-    result: JsonObject
-    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
-    work: WorkDone = field(default_factory=WorkDone)
-
-
-class TaskContext:
-    """What a handler sees of its task: parameters, inputs, and whether to stop early."""
-
-    def __init__(
-        self,
-        record: TaskRecord,
-        store: TaskStore,
-        arrays: Mapping[str, npt.NDArray[Any]] | None,
-        cancelled: threading.Event,
-        stored: Callable[[], bool] | None = None,
-    ) -> None:
-        self.record = record
-        self.params = record.params
-        self._store = store
-        self._arrays = arrays or {}
-        self._cancelled = cancelled
-        self._stored = stored
-
-    def array(self, name: str) -> npt.NDArray[Any]:
-        if name in self._arrays:
-            return self._arrays[name]
-        return self._store.input_array(self.record.id, name)
-
-    def file(self, name: str) -> Path:
-        return self._store.input_file(self.record.id, name)
-
-    def result_array(
-        self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike
-    ) -> np.memmap[Any, np.dtype[Any]]:
-        """A result array written in place in its file (see `TaskStore.open_result_array`);
-        return it in the outcome's `arrays` under the same name."""
-        if self._stored is not None and not self._stored():
-            raise RuntimeError("the task could not be stored")
-        return self._store.open_result_array(self.record.id, name, shape, dtype)
-
-    def should_stop(self) -> bool:
-        return self._cancelled.is_set()
-
-
-Handler = Callable[[TaskContext], TaskOutcome]
 TaskObserver = Callable[[TaskRecord, TaskState, TaskOutcome | None], None]
 """Told of every task this process finishes: its final state, and its outcome when done."""
 
@@ -242,9 +185,10 @@ class TaskRunner:
                     self.store.mark_finished_with_error(
                         record.id,
                         TaskState.FAILED,
-                        _internal_error(
+                        stored_error(
+                            INTERNAL,
                             f"the task was interrupted {record.attempts} times by a restart of"
-                            " the server and is not retried again"
+                            " the server and is not retried again",
                         ),
                     )
                     continue
@@ -455,11 +399,7 @@ class TaskRunner:
                     task_id,
                     fresh,
                     TaskState.REJECTED,
-                    {
-                        "type": "task.validation-error",
-                        "message": rejection.message,
-                        "detail": rejection.detail,
-                    },
+                    stored_error(REJECTED, rejection.message, rejection.fields),
                 )
                 self._observe(record, TaskState.REJECTED, None)
             except Exception as error:
@@ -471,7 +411,7 @@ class TaskRunner:
                     task_id,
                     fresh,
                     TaskState.FAILED,
-                    _internal_error(f"processing failed: {type(error).__name__}: {error}"),
+                    stored_error(INTERNAL, f"processing failed: {type(error).__name__}: {error}"),
                 )
                 self._observe(record, TaskState.FAILED, None)
 
@@ -514,7 +454,3 @@ class TaskRunner:
         if expired:
             log.info("deleted %d expired tasks", len(expired))
         return len(expired)
-
-
-def _internal_error(message: str) -> JsonObject:
-    return {"type": "internal", "message": message, "detail": []}
