@@ -3,6 +3,7 @@
 Interfaces import from here only, never from the submodules.
 """
 
+from voxmatch.tasks.executor import QueueFull
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.jobs import COMPARISON
 from voxmatch.tasks.kinds import (
@@ -14,7 +15,7 @@ from voxmatch.tasks.kinds import (
     TaskRejected,
     WorkDone,
 )
-from voxmatch.tasks.runner import QueueFull, TaskRunner
+from voxmatch.tasks.runner import TaskRunner
 from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
 from voxmatch.tasks.voiceprint_jobs import CONVERSION, MERGING
 
