@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 import voxmatch
 import voxmatch.tasks
@@ -96,6 +97,24 @@ def test_a_failed_task_renders_to_an_internal_error() -> None:
         b'"error":{"type":"internal","message":"processing failed: RuntimeError: boom",'
         b'"detail":[]}}'
     )
+
+
+def test_results_and_errors_stored_in_the_spe4_form_by_earlier_versions_render_as_stored() -> None:
+    # A data folder written before tasks stored neutral results still holds finished tasks.
+    spe4_channels = {
+        "channels": [
+            {**channel(0, 3.142), "vector_voiceprint": [0.6000000238418579, 0.800000011920929]}
+        ]
+    }
+    assert render_extraction(spe4_channels, {}) == spe4_channels
+    spe4_error = {
+        "type": "task.validation-error",
+        "message": "The media file cannot be used: empty",
+        "detail": [{"location": ["file"], "message": "empty", "type": "media.invalid"}],
+    }
+    body = render_task(finished_task(TaskState.REJECTED, None, spe4_error), None)
+    assert isinstance(body, bytes)
+    assert orjson.loads(body)["error"] == spe4_error
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -34,6 +34,9 @@ TECHNOLOGY = "speaker-identification-voiceprint-extraction"
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
     """SPE4's channels: speech length in milliseconds' precision, and when asked for, each
     channel's vector voiceprint as a list of floats (empty for a channel of no speech)."""
+    if "vectors" not in result:
+        # Stored by a voxmatch before tasks kept neutral results: already SPE4's channels.
+        return {"channels": result["channels"]}
     vectors = vector_rows(arrays["vectors"]) if result["vectors"] else None
     channels: list[dict[str, Any]] = []
     for index, stored in enumerate(result["channels"]):
@@ -51,7 +54,7 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
 
 
 def result_arrays(result: JsonObject) -> tuple[str, ...]:
-    return ("vectors",) if result["vectors"] else ()
+    return ("vectors",) if result.get("vectors") else ()
 
 
 _OPTION_DESCRIPTIONS = {

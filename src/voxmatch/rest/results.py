@@ -57,6 +57,9 @@ def render_task(record: TaskRecord, result: dict[str, Any] | None) -> Body:
 def render_error(error: JsonObject) -> JsonObject:
     """A finished task's stored error (see voxmatch.tasks.kinds.stored_error) as SPE4's error
     body: a rejected input is a `task.validation-error` whose detail locates each field."""
+    if "fields" not in error:
+        # Stored by a voxmatch before tasks kept neutral errors: already SPE4's error body.
+        return error
     return {
         "type": "task.validation-error" if error["type"] == REJECTED else error["type"],
         "message": error["message"],
