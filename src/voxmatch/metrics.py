@@ -19,8 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from voxmatch._version import __version__
-from voxmatch.tasks.runner import TaskOutcome, TaskRunner
-from voxmatch.tasks.store import TaskRecord, TaskState
+from voxmatch.tasks import TaskOutcome, TaskRecord, TaskRunner, TaskState
 
 # Up to a minute: uploads of long recordings and long-polling reads take seconds, not ms.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -18,8 +18,8 @@ from voxmatch.tasks import (
     TaskRunner,
     TaskState,
     TaskStore,
+    WorkDone,
 )
-from voxmatch.tasks.runner import WorkDone
 
 
 def runner_with(data_dir: Path, handler, **options) -> TaskRunner:  # type: ignore[no-untyped-def]

@@ -16,9 +16,7 @@ from voxmatch.request_checks import RequestError, check_comparison_lists
 from voxmatch.rest.bodies import body_error, decode_body, decode_voiceprints
 from voxmatch.rest.schemas import ComparisonRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRecord
-from voxmatch.tasks.jobs import COMPARISON
-from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks import COMPARISON, JsonObject, TaskRecord
 
 TECHNOLOGY = "speaker-identification-voiceprint-comparison"
 

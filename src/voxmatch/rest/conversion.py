@@ -19,9 +19,7 @@ from voxmatch.config import Settings
 from voxmatch.rest.bodies import decode_voiceprints_body
 from voxmatch.rest.schemas import VoiceprintsRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import TaskRecord
-from voxmatch.tasks.store import JsonObject
-from voxmatch.tasks.voiceprint_jobs import CONVERSION
+from voxmatch.tasks import CONVERSION, JsonObject, TaskRecord
 from voxmatch.vectors import vector_rows
 
 TECHNOLOGY = "speaker-identification-voiceprint-conversion"

@@ -25,14 +25,36 @@ from voxmatch.rest.extraction_options import (
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted
 from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, storage_errors, submit_or_429
 from voxmatch.rest.uploads import FILE_FIELD, receive_form
-from voxmatch.tasks.extraction_job import EXTRACTION
-from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks import EXTRACTION, JsonObject
+from voxmatch.vectors import vector_rows
 
 TECHNOLOGY = "speaker-identification-voiceprint-extraction"
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
-    return result
+    """SPE4's channels: speech length in milliseconds' precision, and when asked for, each
+    channel's vector voiceprint as a list of floats (empty for a channel of no speech)."""
+    if "vectors" not in result:
+        # Stored by a voxmatch before tasks kept neutral results: already SPE4's channels.
+        return {"channels": result["channels"]}
+    vectors = vector_rows(arrays["vectors"]) if result["vectors"] else None
+    channels: list[dict[str, Any]] = []
+    for index, stored in enumerate(result["channels"]):
+        channel: dict[str, Any] = {
+            "channel_number": stored["channel_number"],
+            "voiceprint": stored["voiceprint"],
+            "speech_length": round(stored["speech_length"], 3),
+            "model": stored["model"],
+        }
+        if vectors is not None:
+            # Python floats, not float32: the digits SPE4 clients have always received.
+            channel["vector_voiceprint"] = vectors[index].tolist()
+        channels.append(channel)
+    return {"channels": channels}
+
+
+def result_arrays(result: JsonObject) -> tuple[str, ...]:
+    return ("vectors",) if result.get("vectors") else ()
 
 
 _OPTION_DESCRIPTIONS = {
@@ -155,5 +177,7 @@ def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             await run_in_threadpool(staged.unlink, missing_ok=True)
         return accepted(TECHNOLOGY, record, runner)
 
-    add_task_routes(router, tasks, TECHNOLOGY, EXTRACTION, render_result)
+    add_task_routes(
+        router, tasks, TECHNOLOGY, EXTRACTION, render_result, result_arrays=result_arrays
+    )
     return router

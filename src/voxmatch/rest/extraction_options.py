@@ -20,7 +20,7 @@ from voxmatch.audio import TimeRange, parse_channel_mode, parse_channels
 from voxmatch.request_checks import MAX_SECONDS as MAX_SECONDS  # the bound of Seconds, in docs
 from voxmatch.request_checks import RequestError
 from voxmatch.rest.errors import Location, request_error, validation_error
-from voxmatch.tasks.store import JsonObject
+from voxmatch.tasks import JsonObject
 
 Seconds = Annotated[
     float, annotated_types.Ge(0), annotated_types.Le(MAX_SECONDS), AllowInfNan(False)

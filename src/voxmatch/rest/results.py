@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from voxmatch.tasks import TaskRecord
-from voxmatch.tasks.store import JsonObject
+from voxmatch.rest.errors import detail_item
+from voxmatch.tasks import REJECTED, JsonObject, TaskRecord
 
 ResultRenderer = Callable[[JsonObject, Mapping[str, npt.NDArray[Any]]], dict[str, Any]]
 """Builds the `result` object of a done task from its stored result and arrays; values may be
@@ -44,7 +44,7 @@ def render_task(record: TaskRecord, result: dict[str, Any] | None) -> Body:
     document = {
         "task": {"task_id": record.id, "state": record.state.value},
         "result": result,
-        "error": record.error,
+        "error": None if record.error is None else render_error(record.error),
     }
     large: list[npt.NDArray[Any]] = []
     marker = f"voxmatch-array-{uuid.uuid4().hex}-"
@@ -52,6 +52,22 @@ def render_task(record: TaskRecord, result: dict[str, Any] | None) -> Body:
     if not large:
         return rendered
     return _pieces(rendered, large, marker.encode())
+
+
+def render_error(error: JsonObject) -> JsonObject:
+    """A finished task's stored error (see voxmatch.tasks.kinds.stored_error) as SPE4's error
+    body: a rejected input is a `task.validation-error` whose detail locates each field."""
+    if "fields" not in error:
+        # Stored by a voxmatch before tasks kept neutral errors: already SPE4's error body.
+        return error
+    return {
+        "type": "task.validation-error" if error["type"] == REJECTED else error["type"],
+        "message": error["message"],
+        "detail": [
+            detail_item(list(item["path"]), item["message"], item["reason"])
+            for item in error["fields"]
+        ],
+    }
 
 
 def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:

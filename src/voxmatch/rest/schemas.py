@@ -6,23 +6,16 @@ exist so that /openapi.json and /docs describe exactly what the handlers accept 
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class TaskInfoState(StrEnum):
-    pending = "pending"
-    running = "running"
-    done = "done"
-    failed = "failed"
-    rejected = "rejected"
+from voxmatch.tasks import TaskState
 
 
 class TaskInfo(BaseModel):
     task_id: str = Field(description="UUID of the task.")
-    state: TaskInfoState
+    state: TaskState
 
 
 class TaskAccepted(BaseModel):

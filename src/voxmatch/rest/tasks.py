@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from voxmatch.rest.auth import requester_var, visible_to_requester
 from voxmatch.rest.errors import ApiError, detail_item, not_found, queue_full
 from voxmatch.rest.results import Body, ResultRenderer, load_result_arrays, open_file, render_task
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted, TaskResponse
-from voxmatch.tasks import QueueFull, TaskRecord, TaskRunner, TaskState
+from voxmatch.tasks import JsonObject, QueueFull, TaskRecord, TaskRunner, TaskState
 
 log = logging.getLogger("voxmatch.rest")
 
@@ -209,23 +209,27 @@ def add_task_routes(
     render_result: ResultRenderer,
     *,
     npy_array: str | None = None,
+    result_arrays: Callable[[JsonObject], Collection[str]] | None = None,
 ) -> None:
     """GET (poll) and DELETE (cancel) routes of one technology's tasks.
 
     `npy_array` names the result array a client gets as a .npy file when it asks for
-    `Accept: application/x-npy`.
+    `Accept: application/x-npy`; `result_arrays` names, from a done task's stored result, the
+    other result arrays its rendering needs.
     """
     path = f"{TECHNOLOGY_PREFIX}/{technology}/{{task_id}}"
     runner = tasks.runner
     stored_arrays = (npy_array,) if npy_array else ()
 
     def render_from_store(record: TaskRecord) -> Body:
-        paths = {name: runner.store.result_array_path(record.id, name) for name in stored_arrays}
+        result = record.result or {}
+        names = {*stored_arrays, *(result_arrays(result) if result_arrays else ())}
+        paths = {name: runner.store.result_array_path(record.id, name) for name in names}
         try:
             arrays = load_result_arrays(paths)
         except FileNotFoundError:
             raise not_found(record.id) from None  # deleted since it was found
-        return render_task(record, render_result(record.result or {}, arrays))
+        return render_task(record, render_result(result, arrays))
 
     def find(task_id: uuid.UUID) -> TaskRecord:
         record = runner.get(str(task_id))

@@ -1,15 +1,33 @@
-"""Asynchronous work: durable task store, worker pool, and the task kinds voxmatch runs."""
+"""Asynchronous work: durable task store, worker pool, and the task kinds voxmatch runs.
 
-from voxmatch.tasks.runner import (
-    QueueFull,
+Interfaces import from here only, never from the submodules.
+"""
+
+from voxmatch.tasks.executor import QueueFull
+from voxmatch.tasks.extraction_job import EXTRACTION
+from voxmatch.tasks.jobs import COMPARISON
+from voxmatch.tasks.kinds import (
+    INTERNAL,
+    REJECTED,
+    FieldError,
     TaskContext,
     TaskOutcome,
     TaskRejected,
-    TaskRunner,
+    WorkDone,
 )
-from voxmatch.tasks.store import TaskRecord, TaskState, TaskStore
+from voxmatch.tasks.runner import TaskRunner
+from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
+from voxmatch.tasks.voiceprint_jobs import CONVERSION, MERGING
 
 __all__ = [
+    "COMPARISON",
+    "CONVERSION",
+    "EXTRACTION",
+    "INTERNAL",
+    "MERGING",
+    "REJECTED",
+    "FieldError",
+    "JsonObject",
     "QueueFull",
     "TaskContext",
     "TaskOutcome",
@@ -18,4 +36,5 @@ __all__ = [
     "TaskRunner",
     "TaskState",
     "TaskStore",
+    "WorkDone",
 ]

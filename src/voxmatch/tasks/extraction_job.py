@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from voxmatch.audio import AudioError, TimeRange
-from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected, WorkDone
+from voxmatch.tasks.kinds import (
+    FieldError,
+    Handler,
+    TaskContext,
+    TaskOutcome,
+    TaskRejected,
+    WorkDone,
+)
 from voxmatch.tasks.shared_extractor import SharedExtractor
-from voxmatch.vectors import vector_rows, vector_voiceprints
+from voxmatch.vectors import vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
 EXTRACTION = "extraction"
@@ -15,7 +20,12 @@ EXTRACTION = "extraction"
 
 def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> Handler:
     """Params: channel_mode ("split" | "mix"), channels (list of ints or None),
-    include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds)."""
+    include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds).
+
+    Result {"channels": [{"channel_number", "voiceprint" (base64), "speech_length" (seconds,
+    as measured), "model"}], "vectors": bool}; when "vectors" is true, the array `vectors`
+    holds the channels' vector voiceprints in order (a zero row for a channel of no speech).
+    """
 
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
@@ -34,30 +44,33 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
         except AudioError as error:
             raise TaskRejected(
                 f"The media file cannot be used: {error}",
-                [{"location": ["file"], "message": str(error), "type": "media.invalid"}],
+                [FieldError(("file",), "media.invalid", str(error))],
             ) from None
-        voiceprints = [result.extraction.voiceprint for result in results]
-        vectors = (
-            vector_rows(vector_voiceprints(VoiceprintBatch.of(voiceprints)))
-            if params["include_vector_voiceprint"]
-            else None
-        )
-        channels: list[dict[str, Any]] = []
-        for index, result in enumerate(results):
-            voiceprint = result.extraction.voiceprint
-            channel: dict[str, Any] = {
+        channels = [
+            {
                 "channel_number": result.channel_number,
-                "voiceprint": voiceprint.to_base64(),
-                "speech_length": round(voiceprint.speech_length, 3),
-                "model": voiceprint.model,
+                "voiceprint": result.extraction.voiceprint.to_base64(),
+                "speech_length": result.extraction.voiceprint.speech_length,
+                "model": result.extraction.voiceprint.model,
             }
-            if vectors is not None:
-                channel["vector_voiceprint"] = vectors[index].tolist()
-            channels.append(channel)
+            for result in results
+        ]
+        include_vectors = bool(params["include_vector_voiceprint"])
+        arrays = (
+            {
+                "vectors": vector_voiceprints(
+                    VoiceprintBatch.of([result.extraction.voiceprint for result in results])
+                )
+            }
+            if include_vectors
+            else {}
+        )
         work = WorkDone(
             audio_seconds=sum(result.extraction.processed_seconds for result in results),
             speech_seconds=sum(result.extraction.speech_length for result in results),
         )
-        return TaskOutcome(result={"channels": channels}, work=work)
+        return TaskOutcome(
+            result={"channels": channels, "vectors": include_vectors}, arrays=arrays, work=work
+        )
 
     return extract

@@ -1,137 +1,45 @@
-"""The task runner: a bounded queue in front of a pool of worker threads.
+"""The task runner: accepts tasks into the store and has an executor run them.
 
-Workers are threads because the heavy work (NumPy's matrix product, onnxruntime) releases the
-GIL. The queue is bounded: when it is full, `submit` raises `QueueFull` and the interface answers
-"try again later" instead of letting memory grow without limit. Tasks recovered after a restart
-are queued regardless of that bound, because they were already accepted.
+It wires the parts together: the durable store (voxmatch.tasks.store), the early start of
+fresh tasks (voxmatch.tasks.fresh), restart recovery and expiry (voxmatch.tasks.recovery), the
+task kinds' handlers (voxmatch.tasks.kinds), and the executor that decides where tasks run
+(voxmatch.tasks.executor; the thread pool of voxmatch.tasks.pool).
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
-from voxmatch.compute_slots import ComputeSlots, ComputeWaitStopped
+from voxmatch.compute_slots import ComputeSlots
 from voxmatch.logs import request_ids
+from voxmatch.tasks.executor import Executor, QueueFull
+from voxmatch.tasks.fresh import FreshTask, FreshTasks
+from voxmatch.tasks.kinds import (
+    INTERNAL,
+    REJECTED,
+    Handler,
+    TaskContext,
+    TaskOutcome,
+    TaskRejected,
+    stored_error,
+)
+from voxmatch.tasks.pool import ThreadPool
+from voxmatch.tasks.recovery import ExpirySweeper, expire, recover
 from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
 
 log = logging.getLogger("voxmatch.tasks")
 
-MAX_ATTEMPTS = 3
-"""A task that was running when the process died this many times is failed, not retried:
-it may be what kills the process."""
-
-
-class QueueFull(RuntimeError):
-    def __init__(self, capacity: int, retry_after: int) -> None:
-        super().__init__(f"the task queue is full ({capacity} tasks waiting)")
-        self.capacity = capacity
-        self.retry_after = retry_after
-
-
-class TaskRejected(Exception):
-    """Raised by a handler when the task's input turns out to be invalid (state `rejected`)."""
-
-    def __init__(self, message: str, detail: list[JsonObject] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail or []
-
-
-@dataclass(frozen=True)
-class WorkDone:
-    """How much work a task did, for the server's counters (see voxmatch.metrics)."""
-
-    audio_seconds: float = 0.0
-    speech_seconds: float = 0.0
-    scores: int = 0
-
-
-@dataclass
-class TaskOutcome:
-    result: JsonObject
-    arrays: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
-    work: WorkDone = field(default_factory=WorkDone)
-
-
-class TaskContext:
-    """What a handler sees of its task: parameters, inputs, and whether to stop early."""
-
-    def __init__(
-        self,
-        record: TaskRecord,
-        store: TaskStore,
-        arrays: Mapping[str, npt.NDArray[Any]] | None,
-        cancelled: threading.Event,
-        stored: Callable[[], bool] | None = None,
-    ) -> None:
-        self.record = record
-        self.params = record.params
-        self._store = store
-        self._arrays = arrays or {}
-        self._cancelled = cancelled
-        self._stored = stored
-
-    def array(self, name: str) -> npt.NDArray[Any]:
-        if name in self._arrays:
-            return self._arrays[name]
-        return self._store.input_array(self.record.id, name)
-
-    def file(self, name: str) -> Path:
-        return self._store.input_file(self.record.id, name)
-
-    def result_array(
-        self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike
-    ) -> np.memmap[Any, np.dtype[Any]]:
-        """A result array written in place in its file (see `TaskStore.open_result_array`);
-        return it in the outcome's `arrays` under the same name."""
-        if self._stored is not None and not self._stored():
-            raise RuntimeError("the task could not be stored")
-        return self._store.open_result_array(self.record.id, name, shape, dtype)
-
-    def should_stop(self) -> bool:
-        return self._cancelled.is_set()
-
-
-Handler = Callable[[TaskContext], TaskOutcome]
 TaskObserver = Callable[[TaskRecord, TaskState, TaskOutcome | None], None]
 """Told of every task this process finishes: its final state, and its outcome when done."""
-
-
-@dataclass
-class _Fresh:
-    """A task submitted by this process, held in memory until a worker takes it.
-
-    A worker may start on its in-memory inputs while `submit` is still writing them to disk;
-    it only records the result once `durable` is set, so a task is never finished before it
-    exists on disk, and a task whose write failed (`lost`) leaves no trace.
-    """
-
-    record: TaskRecord
-    arrays: Mapping[str, npt.NDArray[Any]]
-    needs_files: bool
-    durable: threading.Event = field(default_factory=threading.Event)
-    lost: bool = False
-    taken: bool = False
-    """A worker has it. Read and written under the runner's condition, together with
-    `durable`, so that exactly one side marks the row running once it exists."""
-
-    def settled(self) -> bool:
-        """Wait until the task is on disk; False if writing it failed."""
-        self.durable.wait()
-        return not self.lost
 
 
 class TaskRunner:
@@ -149,7 +57,9 @@ class TaskRunner:
         slot_kinds: Collection[str] = (),
     ) -> None:
         """Tasks of `slot_kinds` run only while they hold one of `compute_slots` (the CPU budget
-        shared with the other interfaces); they wait for it still pending."""
+        shared with the other interfaces); they wait for it still pending. Tasks recovered
+        after a restart are queued regardless of `queue_capacity`: they were already accepted.
+        """
         self.store = store
         self.handlers = dict(handlers)
         self.workers = workers
@@ -157,18 +67,19 @@ class TaskRunner:
         self.task_ttl_seconds = task_ttl_seconds
         self.expiry_interval_seconds = expiry_interval_seconds
         self.retry_after_seconds = retry_after_seconds
-        self._queue: collections.deque[str] = collections.deque()
-        self._condition = threading.Condition()
-        self._fresh: dict[str, _Fresh] = {}
-        self._running: dict[str, threading.Event] = {}
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._fresh = FreshTasks()
+        self._executor: Executor = ThreadPool(
+            workers=workers,
+            capacity=queue_capacity,
+            retry_after_seconds=retry_after_seconds,
+            stopping=self._stopping,
+            compute_slots=compute_slots,
+            slot_kinds=slot_kinds,
+        )
+        self._sweeper = ExpirySweeper(expiry_interval_seconds, self.expire_now, self._stopping)
         self._finish_listeners: list[Callable[[str], None]] = []
         self._observers: list[TaskObserver] = []
-        self._compute_slots = compute_slots
-        self._slot_kinds = frozenset(slot_kinds)
-        self._awaiting_slot = 0
-        """Tasks taken from the queue that wait for a compute slot: still pending."""
 
     def add_finish_listener(self, listener: Callable[[str], None]) -> None:
         """Call `listener(task_id)` (from a worker thread) whenever a task finishes or is
@@ -195,63 +106,27 @@ class TaskRunner:
 
     def workers_alive(self) -> bool:
         """Whether the runner is started and not stopping, and its threads all run."""
-        return (
-            bool(self._threads)
-            and not self._stopping.is_set()
-            and all(thread.is_alive() for thread in self._threads)
-        )
+        return self._executor.alive() and self._sweeper.alive()
 
     # --- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._recover()
-        for number in range(self.workers):
-            thread = threading.Thread(
-                target=self._work, name=f"voxmatch-worker-{number}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-        sweeper = threading.Thread(target=self._sweep, name="voxmatch-expiry", daemon=True)
-        sweeper.start()
-        self._threads.append(sweeper)
+        for task_id in recover(self.store):
+            self._executor.submit(task_id, bounded=False)
+        self._executor.start(self._run, self._kind_of)
+        self._sweeper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Take no new work; give running tasks `timeout` seconds to finish, and put back in
         the queue, without counting it as a failed attempt, any that did not."""
         self._stopping.set()
-        with self._condition:
-            self._condition.notify_all()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads.clear()
-        with self._condition:
-            unfinished = list(self._running)
+        unfinished = self._executor.stop(timeout)
+        self._sweeper.join(max(0.0, deadline - time.monotonic()))
         for task_id in unfinished:
             self.store.requeue(task_id, count_attempt=False)
         if unfinished:
             log.info("%d running tasks will run again at the next start", len(unfinished))
-
-    def _recover(self) -> None:
-        removed = self.store.remove_orphan_folders()
-        if removed:
-            log.info("removed %d task folders left without a task by an earlier crash", removed)
-        for record in self.store.unfinished():
-            if record.state is TaskState.RUNNING:
-                if record.attempts >= MAX_ATTEMPTS:
-                    self.store.mark_finished_with_error(
-                        record.id,
-                        TaskState.FAILED,
-                        _internal_error(
-                            f"the task was interrupted {record.attempts} times by a restart of"
-                            " the server and is not retried again"
-                        ),
-                    )
-                    continue
-                self.store.requeue(record.id)
-            self._queue.append(record.id)
-        if self._queue:
-            log.info("resuming %d accepted tasks after a restart", len(self._queue))
 
     # --- the interface side -----------------------------------------------------------------
 
@@ -286,13 +161,12 @@ class TaskRunner:
             correlation_id=correlation_id,
             owner=owner,
         )
-        fresh = _Fresh(record, arrays or {}, needs_files=bool(files))
-        with self._condition:
-            if len(self._queue) >= self.queue_capacity:
-                raise QueueFull(self.queue_capacity, self.retry_after_seconds)
-            self._queue.append(record.id)
-            self._fresh[record.id] = fresh
-            self._condition.notify()
+        fresh = self._fresh.hold(record, arrays or {}, needs_files=bool(files))
+        try:
+            self._executor.submit(record.id)
+        except QueueFull:
+            self._fresh.drop(record.id)
+            raise
         try:
             stored = self.store.create(
                 kind,
@@ -305,17 +179,10 @@ class TaskRunner:
                 owner=owner,
             )
         except BaseException:
-            fresh.lost = True
-            with self._condition:
-                with contextlib.suppress(ValueError):
-                    self._queue.remove(record.id)
-                self._fresh.pop(record.id, None)
-            fresh.durable.set()
+            self._fresh.lose(fresh)
+            self._executor.cancel(record.id)
             raise
-        with self._condition:
-            fresh.durable.set()
-            taken = fresh.taken
-        if taken:
+        if self._fresh.stored(fresh):
             # A worker started on the in-memory inputs before the row existed.
             self.store.mark_running(record.id)
         log.info("accepted %s task %s", kind, record.id)
@@ -332,87 +199,45 @@ class TaskRunner:
 
     def cancel(self, task_id: str) -> bool:
         """Stop the task if it has not finished, and remove it with its files."""
-        with self._condition:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(task_id)
-            self._fresh.pop(task_id, None)
-            running = self._running.get(task_id)
-        if running is not None:
-            running.set()
+        self._executor.cancel(task_id)
+        self._fresh.drop(task_id)
         return self._delete(task_id)
 
     def queue_length(self) -> int:
-        with self._condition:
-            return len(self._queue) + self._awaiting_slot
+        return self._executor.queue_length()
 
     def running_count(self) -> int:
-        with self._condition:
-            return len(self._running) - self._awaiting_slot
+        return self._executor.running_count()
+
+    def expire_now(self) -> int:
+        return expire(self.store, self.task_ttl_seconds, self._delete)
 
     def _delete(self, task_id: str) -> bool:
         removed = self.store.delete(task_id)
         self._finished(task_id)
         return removed
 
-    # --- the worker side --------------------------------------------------------------------
+    # --- the executor side ------------------------------------------------------------------
 
-    def _next(self) -> str | None:
-        with self._condition:
-            while not self._queue and not self._stopping.is_set():
-                self._condition.wait()
-            if self._stopping.is_set():
-                return None
-            task_id = self._queue.popleft()
-            self._running[task_id] = threading.Event()
-            return task_id
-
-    def _work(self) -> None:
-        while (task_id := self._next()) is not None:
-            try:
-                with self._compute_slot(task_id):
-                    self._run(task_id)
-            except ComputeWaitStopped:
-                # Cancelled while it waited (and so already removed), or the runner is stopping
-                # (the task is still pending on disk and runs at the next start).
-                log.debug("task %s gave up waiting for a compute slot", task_id)
-            except Exception:
-                log.exception("task %s: unexpected error in the runner", task_id)
-            finally:
-                with self._condition:
-                    self._running.pop(task_id, None)
-
-    @contextlib.contextmanager
-    def _compute_slot(self, task_id: str) -> Iterator[None]:
-        """Hold a compute slot while the task runs, if its kind needs one."""
-        with self._condition:
-            fresh = self._fresh.get(task_id)
-            cancelled = self._running[task_id]
+    def _kind_of(self, task_id: str) -> str | None:
+        fresh = self._fresh.peek(task_id)
         record = fresh.record if fresh is not None else self.store.get(task_id)
-        if self._compute_slots is None or record is None or record.kind not in self._slot_kinds:
-            yield
-            return
-        with self._condition:
-            self._awaiting_slot += 1
-        try:
-            self._compute_slots.acquire(lambda: cancelled.is_set() or self._stopping.is_set())
-        finally:
-            with self._condition:
-                self._awaiting_slot -= 1
-        try:
-            yield
-        finally:
-            self._compute_slots.release()
+        return None if record is None else record.kind
 
-    def _start(self, task_id: str) -> tuple[TaskContext, _Fresh | None] | None:
+    def _run(self, task_id: str, cancelled: threading.Event) -> None:
+        try:
+            self._process(task_id, cancelled)
+        finally:
+            self._finished(task_id)
+
+    def _start(
+        self, task_id: str, cancelled: threading.Event
+    ) -> tuple[TaskContext, FreshTask | None] | None:
         """The task's context, and its in-memory form if it was submitted by this process;
         None if it is gone (cancelled while it waited)."""
-        with self._condition:
-            fresh = self._fresh.pop(task_id, None)
-            cancelled = self._running[task_id]
-            if fresh is not None:
-                fresh.taken = True
-                on_disk = fresh.durable.is_set()
-        if fresh is not None:
+        taken = self._fresh.take(task_id)
+        if taken is not None:
+            fresh, on_disk = taken
             if fresh.needs_files and not fresh.settled():
                 return None
             if on_disk and not self.store.mark_running(task_id):
@@ -430,14 +255,8 @@ class TaskRunner:
             return None
         return TaskContext(record, self.store, None, cancelled), None
 
-    def _run(self, task_id: str) -> None:
-        try:
-            self._process(task_id)
-        finally:
-            self._finished(task_id)
-
-    def _process(self, task_id: str) -> None:
-        started = self._start(task_id)
+    def _process(self, task_id: str, cancelled: threading.Event) -> None:
+        started = self._start(task_id, cancelled)
         if started is None:
             return
         context, fresh = started
@@ -455,11 +274,7 @@ class TaskRunner:
                     task_id,
                     fresh,
                     TaskState.REJECTED,
-                    {
-                        "type": "task.validation-error",
-                        "message": rejection.message,
-                        "detail": rejection.detail,
-                    },
+                    stored_error(REJECTED, rejection.message, rejection.fields),
                 )
                 self._observe(record, TaskState.REJECTED, None)
             except Exception as error:
@@ -471,11 +286,11 @@ class TaskRunner:
                     task_id,
                     fresh,
                     TaskState.FAILED,
-                    _internal_error(f"processing failed: {type(error).__name__}: {error}"),
+                    stored_error(INTERNAL, f"processing failed: {type(error).__name__}: {error}"),
                 )
                 self._observe(record, TaskState.FAILED, None)
 
-    def _complete(self, context: TaskContext, fresh: _Fresh | None) -> bool:
+    def _complete(self, context: TaskContext, fresh: FreshTask | None) -> bool:
         """Run the handler, store the result; False if the task went away meanwhile."""
         record = context.record
         outcome = self.handlers[record.kind](context)
@@ -489,7 +304,7 @@ class TaskRunner:
         return True
 
     def _finish_with_error(
-        self, task_id: str, fresh: _Fresh | None, state: TaskState, error: JsonObject
+        self, task_id: str, fresh: FreshTask | None, state: TaskState, error: JsonObject
     ) -> None:
         if fresh is not None and not fresh.settled():
             return
@@ -499,22 +314,3 @@ class TaskRunner:
             # Even the error cannot be recorded (disk full?): the task stays unfinished in the
             # store and runs again after a restart, rather than being reported wrongly.
             log.exception("task %s: cannot record its %s state", task_id, state.value)
-
-    def _sweep(self) -> None:
-        while not self._stopping.wait(self.expiry_interval_seconds):
-            try:
-                self.expire_now()
-            except Exception:
-                log.exception("sweeping expired tasks failed")
-
-    def expire_now(self) -> int:
-        expired = self.store.expired_ids(time.time() - self.task_ttl_seconds)
-        for task_id in expired:
-            self._delete(task_id)
-        if expired:
-            log.info("deleted %d expired tasks", len(expired))
-        return len(expired)
-
-
-def _internal_error(message: str) -> JsonObject:
-    return {"type": "internal", "message": message, "detail": []}

@@ -156,7 +156,9 @@ class TaskStore:
                 if self._fsync:
                     _fsync_file(destination)
             if self._fsync:
+                # The folder holds its files' names, and its parent the folder's own name.
                 _fsync_file(folder)
+                _fsync_file(self.files_dir)
             now = time.time()
             with self._transaction() as db:
                 db.execute(
@@ -250,7 +252,8 @@ class TaskStore:
         return True
 
     def mark_done(self, task_id: str, result: JsonObject) -> bool:
-        """Flip the row to done (its result arrays already written); False if it is gone."""
+        """Flip the row to done (its result arrays already written); False if it is gone or
+        already finished."""
         return self._finish(task_id, TaskState.DONE, result=result)
 
     def mark_finished_with_error(self, task_id: str, state: TaskState, error: JsonObject) -> bool:
@@ -266,11 +269,13 @@ class TaskStore:
         result: JsonObject | None = None,
         error: JsonObject | None = None,
     ) -> bool:
+        """Move an unfinished task to `state`; False if it is gone or already finished (a
+        finished task is never overwritten, whoever tries)."""
         now = time.time()
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE tasks SET state = ?, updated = ?, finished = ?, result = ?, error = ?"
-                " WHERE id = ?",
+                " WHERE id = ? AND state IN (?, ?)",
                 (
                     state.value,
                     now,
@@ -278,6 +283,8 @@ class TaskStore:
                     None if result is None else json.dumps(result),
                     None if error is None else json.dumps(error),
                     task_id,
+                    TaskState.PENDING.value,
+                    TaskState.RUNNING.value,
                 ),
             )
             finished = cursor.rowcount == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxmatch.merging import merge_voiceprints
-from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected
+from voxmatch.tasks.kinds import FieldError, Handler, TaskContext, TaskOutcome, TaskRejected
 from voxmatch.vectors import vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError
 
@@ -47,7 +47,7 @@ def merge(context: TaskContext) -> TaskOutcome:
         # what a voiceprint can hold).
         raise TaskRejected(
             f"The voiceprints cannot be merged: {error}",
-            [{"location": ["voiceprints"], "message": str(error), "type": error.reason}],
+            [FieldError(("voiceprints",), error.reason, str(error))],
         ) from None
     return TaskOutcome(
         result={
