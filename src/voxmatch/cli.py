@@ -178,7 +178,7 @@ def extract(
     from voxmatch.assets import reporting_downloads
     from voxmatch.audio import AudioError, TimeRange, parse_channel_mode
     from voxmatch.models.speaker_model import SpeakerModelError
-    from voxmatch.server import build_extractor
+    from voxmatch.shared_extractor import build_extractor
 
     settings = _settings(config, data_dir=data_dir)
     try:

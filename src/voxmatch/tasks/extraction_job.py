@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from voxmatch.audio import AudioError, TimeRange
+from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.runner import Handler, TaskContext, TaskOutcome, TaskRejected, WorkDone
-from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
