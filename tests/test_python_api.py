@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +221,7 @@ def test_extract_stops_when_asked(recordings: Path) -> None:
 @pytest.mark.slow
 def test_extract_refuses_what_it_cannot_use(recordings: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not audio")
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: voxmatch.extract(tmp_path / "missing.wav"), "cannot read"),
         (lambda: voxmatch.extract(tmp_path / "notes.txt"), "not a readable audio file"),
         (lambda: voxmatch.extract(b""), "empty"),

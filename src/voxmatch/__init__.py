@@ -33,15 +33,17 @@ __all__ = [
 ]
 
 # Their modules pull in the decoders and onnxruntime; they are imported on first use, so that
-# `import voxmatch` (every command of the CLI) stays cheap.
+# `import voxmatch` (every command of the CLI) stays cheap. Type checkers see the imports above
+# instead, and so still flag a misspelt name.
 _LAZY = {"AudioError": "voxmatch.audio", "ModelError": "voxmatch.shared_extractor"}
 
+if not _typing.TYPE_CHECKING:
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(_importlib.import_module(module), name)
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(_importlib.import_module(module), name)
 
 
 def __dir__() -> list[str]:
