@@ -15,8 +15,9 @@ from _audio_fixtures import SAMPLE_RATE
 from _helpers import speech_clip
 from voxmatch import _corpora
 from voxmatch.audio import decode
-from voxmatch.extraction import ExtractionStopped, Extractor, load_extractor
+from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.models import DEFAULT_MODEL_NAME
+from voxmatch.stopping import Stopped
 
 # Embeddings of the same samples along different paths (another feeding of the detector,
 # blocks decoded apart, pieces embedded one by one) agree to float32 rounding of the network:
@@ -150,7 +151,7 @@ def test_a_stop_request_is_seen_within_seconds_of_audio_and_stops_the_work() -> 
     assert asked >= signal.shape[0] / SAMPLE_RATE / 8.2
 
     progress: list[float] = []
-    with pytest.raises(ExtractionStopped):
+    with pytest.raises(Stopped):
         extractor().extract_source(
             content,
             should_stop=lambda: bool(progress),

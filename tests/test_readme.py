@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _helpers import RunningServer
+import soundfile as sf
+
+from _helpers import RunningServer, model_env, speech_clip
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -34,12 +36,18 @@ def test_python_session_runs_against_a_live_server(server: RunningServer, tmp_pa
     assert session is not None
     script = tmp_path / "session.py"
     script.write_text(session.group(1))
+    # The curl session's recordings: two AMI excerpts of one speaker, one of another.
+    sf.write(tmp_path / "alice-monday.wav", speech_clip("FEE083", "trn06"), 16000)
+    sf.write(tmp_path / "alice-friday.wav", speech_clip("FEE083", "trn09"), 16000)
+    sf.write(tmp_path / "bob.wav", speech_clip("MÉO069", "trn03"), 16000)
     result = subprocess.run(
         [sys.executable, str(script)],
-        env={**os.environ, "VOXMATCH_URL": server.base_url},
+        cwd=tmp_path,
+        env={**os.environ, **model_env(), "VOXMATCH_URL": server.base_url},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "campplus-zh-en-16k-advanced 12.0 (192,)" in result.stdout
+    assert re.search(r"^Alice: \d+\.\d s of speech$", result.stdout, flags=re.MULTILINE)

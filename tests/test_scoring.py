@@ -6,7 +6,8 @@ import pytest
 from _helpers import assert_scores_close
 from voxmatch import Voiceprint, compare
 from voxmatch.models import CAMPPLUS, Calibration
-from voxmatch.scoring import ScoringStopped, score_matrix
+from voxmatch.scoring import score_matrix
+from voxmatch.stopping import Stopped
 
 CALIBRATION = Calibration(scale=12.0, offset=-4.0)
 
@@ -67,7 +68,7 @@ def test_should_stop_interrupts_between_blocks() -> None:
         calls.append(1)
         return len(calls) > 1
 
-    with pytest.raises(ScoringStopped):
+    with pytest.raises(Stopped):
         score_matrix(
             rows, rows, CALIBRATION, memory_budget=100 * 4, should_stop=stop_after_first_block
         )

@@ -1,49 +1,50 @@
 """voxmatch: open speaker identification.
 
-The public Python surface; everything else is an implementation module.
+The public Python surface is `__all__`, documented in docs/python-api.md: extract voiceprints,
+compare, merge and convert them as the server does, and the errors to catch. The other modules
+are the implementation; the few documented as building blocks there (voxmatch.audio,
+voxmatch.vad, voxmatch.models, ...) may be used for what their pages describe.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
-
+from voxmatch._api import compare, extract, merge, to_vector
 from voxmatch._version import __version__
-from voxmatch.models.registry import Calibration, ModelDescription, describe
-from voxmatch.scoring import score_matrix
+from voxmatch.stopping import Stopped
 from voxmatch.voiceprint import Voiceprint, VoiceprintBatch, VoiceprintError
 
-
-def compare(
-    voiceprints_a: Sequence[Voiceprint] | VoiceprintBatch,
-    voiceprints_b: Sequence[Voiceprint] | VoiceprintBatch,
-) -> npt.NDArray[np.float32]:
-    """Calibrated LLR scores with scores[i, j] = LLR(voiceprints_a[i], voiceprints_b[j]).
-
-    Note the orientation: rows follow `voiceprints_a`, as in the gRPC API. The SPE4 REST result
-    is the transpose (its rows follow voiceprints_b).
-    """
-    batch_a = VoiceprintBatch.coerce(voiceprints_a)
-    batch_b = VoiceprintBatch.coerce(voiceprints_b)
-    if batch_a.model != batch_b.model:
-        raise VoiceprintError(
-            0,
-            "mixed-models",
-            f"voiceprints of model {batch_b.model!r} cannot be compared with voiceprints of"
-            f" model {batch_a.model!r}",
-        )
-    calibration = describe(batch_a.model).calibration
-    return score_matrix(batch_a.embeddings, batch_b.embeddings, calibration)
-
+if _typing.TYPE_CHECKING:
+    from voxmatch.audio import AudioError
+    from voxmatch.shared_extractor import ModelError
 
 __all__ = [
-    "Calibration",
-    "ModelDescription",
+    "AudioError",
+    "ModelError",
+    "Stopped",
     "Voiceprint",
     "VoiceprintBatch",
     "VoiceprintError",
     "__version__",
     "compare",
+    "extract",
+    "merge",
+    "to_vector",
 ]
+
+# Their modules pull in the decoders and onnxruntime; they are imported on first use, so that
+# `import voxmatch` (every command of the CLI) stays cheap. Type checkers see the imports above
+# instead, and so still flag a misspelt name.
+_LAZY = {"AudioError": "voxmatch.audio", "ModelError": "voxmatch.shared_extractor"}
+
+if not _typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(_importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

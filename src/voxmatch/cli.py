@@ -179,7 +179,7 @@ def extract(
     from voxmatch.audio import TimeRange, parse_channel_mode, parse_channels
     from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.request_checks import RequestError, speech_cap
-    from voxmatch.server import build_extractor
+    from voxmatch.shared_extractor import build_extractor
 
     settings = _settings(config, data_dir=data_dir)
     try:

@@ -19,6 +19,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
+from voxmatch.stopping import Stopped
+
 RECHECK_SECONDS = 0.1
 """How often a waiter asks its `should_stop`, when nothing wakes it sooner (see `wake`)."""
 
@@ -34,8 +36,10 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-class ComputeWaitStopped(Exception):
-    """The caller's `should_stop` said so while it waited in line: it never got a slot."""
+class ComputeWaitStopped(Stopped):
+    """The caller's `should_stop` said so while it waited in line: it never got a slot.
+
+    A `Stopped` like any other; its own type tells a caller that no work had begun."""
 
 
 class ComputeSlots:
@@ -106,7 +110,7 @@ class ComputeSlots:
                     self._condition.wait(None if should_stop is None else self._recheck_seconds)
                 # Asked outside the lock: a caller's check may take locks of its own.
                 if should_stop is not None and should_stop():
-                    raise ComputeWaitStopped("stopped while waiting for a compute slot")
+                    raise ComputeWaitStopped("it left the line for a compute slot")
         except BaseException:
             with self._condition:
                 if ticket in self._line:

@@ -42,6 +42,7 @@ from voxmatch.audio import (
 )
 from voxmatch.models.registry import ModelDescription, describe
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
+from voxmatch.stopping import check
 from voxmatch.vad import WINDOW, VoiceActivityDetector
 from voxmatch.voiceprint import Voiceprint
 
@@ -52,10 +53,6 @@ MIN_SPEECH_SECONDS = 0.25
 
 Progress = Callable[[float, float | None], None]
 """Called with (seconds of audio processed so far, seconds of the selected audio if known)."""
-
-
-class ExtractionStopped(RuntimeError):
-    """The caller asked the extraction to stop (a cancelled task, for instance)."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,7 @@ class Extractor:
         and the network as the blocks come, so memory stays the same whatever the length.
         Decoding stops early once every channel has its capped speech. `should_stop` is asked
         every few seconds of audio and between network runs (each well under a second of
-        work); when it says so, ExtractionStopped is raised. `on_progress` is called after each
+        work); when it says so, `stopping.Stopped` is raised. `on_progress` is called after each
         block. The memory freed is handed back to the kernel at the end. Raises AudioError when
         the audio cannot be used.
         """
@@ -293,8 +290,7 @@ class _SignalExtraction:
         release_freed_memory()
 
     def _check(self) -> None:
-        if self._should_stop is not None and self._should_stop():
-            raise ExtractionStopped("extraction stopped on request")
+        check(self._should_stop, "extraction")
 
 
 def _mix(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

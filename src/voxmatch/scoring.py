@@ -12,19 +12,14 @@ budget and lets a long computation be stopped between blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
 
 from voxmatch.models.registry import Calibration
+from voxmatch.stopping import StopCheck, check
 
 FloatMatrix = npt.NDArray[np.float32]
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
-
-
-class ScoringStopped(RuntimeError):
-    """The caller asked the computation to stop (a cancelled task, for instance)."""
 
 
 def unit_rows(embeddings: npt.ArrayLike) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
@@ -63,11 +58,14 @@ def score_matrix(
     calibration: Calibration,
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: StopCheck | None = None,
     out: FloatMatrix | None = None,
 ) -> FloatMatrix:
     """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns)),
-    written into `out` (C-contiguous float32 of that shape: a memory-mapped file, say) if given."""
+    written into `out` (C-contiguous float32 of that shape: a memory-mapped file, say) if given.
+
+    `should_stop` is asked before each row block; when it says so, `stopping.Stopped` is raised.
+    """
     row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
     row_inverse, row_empty = _inverse_norms(row_matrix)
     column_inverse, column_empty = _inverse_norms(column_matrix)
@@ -80,8 +78,7 @@ def score_matrix(
         scores = out
     block_rows = rows_per_block(len(column_matrix), memory_budget)
     for start in range(0, len(row_matrix), block_rows):
-        if should_stop is not None and should_stop():
-            raise ScoringStopped("scoring stopped on request")
+        check(should_stop, "comparison")
         stop = min(start + block_rows, len(row_matrix))
         _score_block(
             row_matrix[start:stop],

@@ -17,52 +17,21 @@ from voxmatch._malloc import retain_freed_memory
 from voxmatch.api_keys import KeyRing
 from voxmatch.compute_slots import ComputeSlots
 from voxmatch.config import Settings
-from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.grpc.server import build_grpc_server, grpc_target
 from voxmatch.logs import configure_logging
 from voxmatch.metrics import Metrics
-from voxmatch.models.registry import describe, register
-from voxmatch.models.speaker_model import load_onnx_speaker_model
 from voxmatch.rest.app import create_app
 from voxmatch.rest.header_limits import bounded_head_protocol
+from voxmatch.shared_extractor import SharedExtractor, build_extractor
 from voxmatch.tasks import TaskRunner, TaskStore
 from voxmatch.tasks.extraction_job import EXTRACTION
 from voxmatch.tasks.jobs import COMPARISON, build_handlers
-from voxmatch.tasks.shared_extractor import SharedExtractor
-from voxmatch.vad import VoiceActivityDetector
 
 log = logging.getLogger("voxmatch")
 
 ENDPOINTS_FILE = "endpoints.json"
 """Written into the data folder once the server listens: the addresses it actually bound
 (useful with port 0, which picks a free port)."""
-
-
-def build_extractor(settings: Settings) -> SharedExtractor:
-    """The extractor of the configured model, loaded on first use.
-
-    A user's own ONNX model (`model_file`) is registered under its name at once, so its
-    voiceprints are known to comparisons even before the first extraction.
-    """
-    search_dirs = [settings.models_dir] if settings.models_dir else []
-    cache_dir = settings.model_cache
-    if settings.model_file is None:
-        describe(settings.default_model)  # an unknown name is a start-up error, not a late one
-        return SharedExtractor(
-            lambda: load_extractor(
-                settings.default_model, cache_dir, search_dirs, threads=settings.extraction_threads
-            )
-        )
-    model = load_onnx_speaker_model(
-        settings.model_file, name=settings.model_name, threads=settings.extraction_threads
-    )
-    register(model.description)
-
-    def with_user_model() -> Extractor:
-        vad = VoiceActivityDetector.from_registry(cache_dir, search_dirs=search_dirs)
-        return Extractor(model, vad)
-
-    return SharedExtractor(with_user_model)
 
 
 def build_runner(

@@ -36,8 +36,9 @@ from _helpers import (
     start_server,
     wait_for_task,
 )
-from voxmatch import Voiceprint, VoiceprintBatch, __version__, describe
+from voxmatch import Voiceprint, VoiceprintBatch, __version__
 from voxmatch.merging import merge_voiceprints
+from voxmatch.models import describe
 from voxmatch.voiceprint import encode_records
 
 CONVERSION = "/api/technology/speaker-identification-voiceprint-conversion"

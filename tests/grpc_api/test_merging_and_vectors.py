@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from _helpers import random_batch
-from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, _corpora, compare, describe
+from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, _corpora, compare
 from voxmatch.extraction import load_extractor
 from voxmatch.merging import merge_voiceprints
+from voxmatch.models import describe
 from voxmatch.vectors import has_speech, vector_rows, vector_voiceprints
 
 

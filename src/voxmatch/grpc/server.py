@@ -44,7 +44,7 @@ from voxmatch.grpc.services import (
 )
 from voxmatch.metrics import Metrics
 from voxmatch.models.registry import UnknownModelError, describe
-from voxmatch.tasks.shared_extractor import SharedExtractor
+from voxmatch.shared_extractor import SharedExtractor
 
 SPEAKER_IDENTIFICATION = "phonexia.grpc.technologies.speaker_identification.v1"
 COMPARISON_SERVICE = f"{SPEAKER_IDENTIFICATION}.VoiceprintComparison"

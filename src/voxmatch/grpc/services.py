@@ -38,8 +38,7 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 )
 
 from voxmatch.audio import AudioError, RawAudioFormat, RawEncoding, TimeRange
-from voxmatch.compute_slots import LIGHT_COMPARISON_SCORES, ComputeSlots, ComputeWaitStopped
-from voxmatch.extraction import ExtractionStopped
+from voxmatch.compute_slots import LIGHT_COMPARISON_SCORES, ComputeSlots
 from voxmatch.grpc import _wire
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models.registry import describe
@@ -50,8 +49,9 @@ from voxmatch.request_checks import (
     check_list_length,
     speech_cap,
 )
-from voxmatch.scoring import ScoringStopped, score_matrix
-from voxmatch.tasks.shared_extractor import SharedExtractor
+from voxmatch.scoring import score_matrix
+from voxmatch.shared_extractor import SharedExtractor
+from voxmatch.stopping import Stopped
 from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import VoiceprintError, decode_bytes_batch
 
@@ -137,9 +137,6 @@ def _parsed(request: Any, streamed: bool) -> Any:
 
 
 _WORK_STOPPED = {
-    ExtractionStopped: "the extraction stopped",
-    ScoringStopped: "the comparison stopped",
-    ComputeWaitStopped: "it left the line for a compute slot",
     grpc.RpcError: "the request stream broke off",
     RequestStreamBrokeOff: "the request stream broke off",
 }
@@ -162,7 +159,11 @@ def _end_call(
     context: grpc.ServicerContext, error: Exception, method: str, began: float
 ) -> NoReturn:
     """End the call with the status `error` stands for."""
-    stopped = next((what for kind, what in _WORK_STOPPED.items() if isinstance(error, kind)), None)
+    stopped = (
+        str(error)
+        if isinstance(error, Stopped)
+        else next((what for kind, what in _WORK_STOPPED.items() if isinstance(error, kind)), None)
+    )
     if not context.is_active() or stopped is not None:
         # The client went away (cancelled, deadline, broken connection): nobody to answer.
         log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voxmatch.audio import AudioError, TimeRange
+from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.kinds import (
     FieldError,
     Handler,
@@ -11,7 +12,6 @@ from voxmatch.tasks.kinds import (
     TaskRejected,
     WorkDone,
 )
-from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.vectors import vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 

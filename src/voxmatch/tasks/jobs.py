@@ -8,9 +8,9 @@ import numpy as np
 
 from voxmatch.models.registry import Calibration, describe
 from voxmatch.scoring import FloatMatrix, rows_per_block, score_matrix
+from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.kinds import Handler, TaskContext, TaskOutcome, WorkDone
-from voxmatch.tasks.shared_extractor import SharedExtractor
 from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
 
 COMPARISON = "comparison"
