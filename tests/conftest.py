@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import RunningServer, start_server
-from voxmatch import _corpora
+from tools import corpora
 
 ServerFactory = Callable[..., RunningServer]
 
@@ -17,7 +17,7 @@ ServerFactory = Callable[..., RunningServer]
 def pytest_configure() -> None:
     """Every server, CLI run and loader of the tests keeps model files in the tests' shared
     cache, never in the model cache of whoever runs the tests (unless that is the same folder)."""
-    os.environ["VOXMATCH_MODEL_CACHE_DIR"] = str(_corpora.models_cache_dir())
+    os.environ["VOXMATCH_MODEL_CACHE_DIR"] = str(corpora.models_cache_dir())
 
 
 @pytest.fixture

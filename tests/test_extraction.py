@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from _audio_fixtures import SAMPLE_RATE
 from _helpers import speech_clip
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.audio import decode
 from voxmatch.extraction import ExtractionStopped, Extractor, load_extractor
 from voxmatch.models import DEFAULT_MODEL_NAME
@@ -26,7 +26,7 @@ EMBEDDING_TOLERANCE = 1e-5
 
 @functools.cache
 def extractor() -> Extractor:
-    return load_extractor(DEFAULT_MODEL_NAME, _corpora.models_cache_dir())
+    return load_extractor(DEFAULT_MODEL_NAME, corpora.models_cache_dir())
 
 
 def wav_bytes(samples: NDArray[np.float32]) -> bytes:
@@ -38,7 +38,7 @@ def wav_bytes(samples: NDArray[np.float32]) -> bytes:
 
 def meeting(*uris: str) -> NDArray[np.float32]:
     """The AMI excerpts back to back (30 s each), read through a 16-bit WAV like a user's file."""
-    joined = np.concatenate([_corpora.load(_corpora.ami_path(uri)) for uri in uris])
+    joined = np.concatenate([corpora.load(corpora.ami_path(uri)) for uri in uris])
     return decode(wav_bytes(joined)).samples[0]
 
 

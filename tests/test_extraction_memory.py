@@ -7,7 +7,6 @@ resident memory since it started, VmRSS what it holds now.
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,10 +17,8 @@ import soundfile as sf
 from numpy.typing import NDArray
 
 from _helpers import RunningServer, model_env, speech_clip, wait_for_task
-from voxmatch import Voiceprint, compare
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.long_recording import held_out_speech, write_long_recording
+from voxmatch import Voiceprint, compare
 
 ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"

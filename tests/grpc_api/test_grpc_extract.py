@@ -16,7 +16,8 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 )
 
 from _helpers import RunningServer, model_env, speech_clip, start_server, wait_for_task
-from voxmatch import Voiceprint, _corpora
+from tools import corpora
+from voxmatch import Voiceprint
 from voxmatch.vectors import vector_voiceprints
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
@@ -35,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def meeting() -> np.ndarray:
     """30 s of a real meeting (several speakers), 16 kHz mono."""
-    samples, rate = sf.read(_corpora.ami_path("trn09"), dtype="float32")
+    samples, rate = sf.read(corpora.ami_path("trn09"), dtype="float32")
     assert rate == 16000
     assert samples.ndim == 1
     return samples

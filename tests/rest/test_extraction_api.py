@@ -243,13 +243,13 @@ def test_speech_cap_and_time_range(server: RunningServer) -> None:
 
 
 def test_a_users_own_onnx_model(tmp_path, server_factory) -> None:
-    from voxmatch import _corpora
+    from tools import corpora
     from voxmatch.models import CAMPPLUS
     from voxmatch.models.speaker_model import load_speaker_model
 
     # An ONNX file in the sherpa-onnx / WeSpeaker convention: here, CAM++ converted once more.
     model_env()
-    converted = load_speaker_model(CAMPPLUS, tmp_path / "convert", [_corpora.models_cache_dir()])
+    converted = load_speaker_model(CAMPPLUS, tmp_path / "convert", [corpora.models_cache_dir()])
     assert converted.model_path is not None
     own = tmp_path / "their-campplus.onnx"
     own.write_bytes(converted.model_path.read_bytes())

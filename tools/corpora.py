@@ -12,7 +12,7 @@ them once into a cache folder and reads their speaker labels:
 
 The cache folder is VOXMATCH_TEST_CACHE, or ~/.cache/voxmatch; tests and benchmarks share it, and
 models fetched for tests go in its `models` subfolder, so a machine downloads everything once.
-Nothing here is meant for the server at run time: it is private to the project's own tooling.
+It lives outside the package (not in the wheel): nothing here is for the server at run time.
 """
 
 from __future__ import annotations
