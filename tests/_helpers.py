@@ -56,7 +56,12 @@ comes to a decision threshold (5e-4)."""
 
 def assert_scores_close(actual: npt.ArrayLike, expected: npt.ArrayLike) -> None:
     """Scores computed along different paths agree to float32 precision (SCORE_TOLERANCE)."""
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=0,
+        atol=SCORE_TOLERANCE,
+    )
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
@@ -105,6 +110,10 @@ class RunningServer:
         for client in self.clients:
             client.close()
         self.clients.clear()
+
+
+ServerFactory = Callable[..., RunningServer]
+"""The `server_factory` fixture: starts a server with extra environment and arguments."""
 
 
 def start_server(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _helpers import RunningServer, start_server
+from _helpers import RunningServer, ServerFactory, start_server
 from tools import corpora
-
-ServerFactory = Callable[..., RunningServer]
 
 
 def pytest_configure() -> None:

@@ -163,17 +163,17 @@ def test_a_damaged_cached_file_is_restored_from_the_cached_archive(
 
 
 def test_a_tampered_archive_member_is_refused(tmp_path: Path) -> None:
-    pinned = corpora._Pinned("x/a.wav", "0" * 64, 3)
+    pinned = corpora.Pinned("x/a.wav", "0" * 64, 3)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
         info = tarfile.TarInfo("x/a.wav")
         info.size = 3
         bundle.addfile(info, io.BytesIO(b"abc"))
     with pytest.raises(AssetError, match="does not match the pinned"):
-        corpora._extract_pinned_from_tar(buffer.getvalue(), {"x/a.wav": pinned}, tmp_path, "t")
+        corpora.extract_pinned_from_tar(buffer.getvalue(), {"x/a.wav": pinned}, tmp_path, "t")
     assert not (tmp_path / "a.wav").exists()
     with pytest.raises(AssetError, match=r"lacks x/b\.wav"):
-        corpora._extract_pinned_from_tar(buffer.getvalue(), {"x/b.wav": pinned}, tmp_path, "t")
+        corpora.extract_pinned_from_tar(buffer.getvalue(), {"x/b.wav": pinned}, tmp_path, "t")
 
 
 def test_ar_members_are_found_by_prefix() -> None:
@@ -182,8 +182,8 @@ def test_ar_members_are_found_by_prefix() -> None:
         return header + str(len(body)).encode().ljust(10) + b"`\n" + body + b"\n" * (len(body) % 2)
 
     archive = b"!<arch>\n" + member(b"debian-binary", b"2.0\n") + member(b"data.tar.xz/", b"xyz")
-    assert corpora._ar_member(archive, "data.tar.", "test.deb") == b"xyz"
+    assert corpora.ar_member(archive, "data.tar.", "test.deb") == b"xyz"
     with pytest.raises(AssetError, match="no member"):
-        corpora._ar_member(archive, "control.tar.", "test.deb")
+        corpora.ar_member(archive, "control.tar.", "test.deb")
     with pytest.raises(AssetError, match="not an ar archive"):
-        corpora._ar_member(b"PK\x03\x04", "data.tar.", "test.deb")
+        corpora.ar_member(b"PK\x03\x04", "data.tar.", "test.deb")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,12 +41,13 @@ def wav_bytes(samples: NDArray[np.float32]) -> bytes:
     return buffer.getvalue()
 
 
-def extract(client: httpx.Client, content: bytes | io.BufferedReader, name: str) -> dict:
+def extract(client: httpx.Client, content: bytes | io.BufferedReader, name: str) -> dict[str, Any]:
     accepted = client.post(EXTRACTION, files={"file": (name, content)})
     assert accepted.status_code == 202, accepted.text
     body = wait_for_task(client, accepted.headers["location"], timeout=3600).json()
     assert body["task"]["state"] == "done", body
     (channel,) = body["result"]["channels"]
+    assert isinstance(channel, dict), channel
     return channel
 
 

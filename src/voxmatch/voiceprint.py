@@ -13,7 +13,7 @@ import binascii
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -151,6 +151,9 @@ class VoiceprintBatch:
         embedding = self.embeddings[index].copy()
         embedding.setflags(write=False)
         return Voiceprint(embedding, float(self.speech_lengths[index]), self.model)
+
+    def __iter__(self) -> Iterator[Voiceprint]:
+        return (self[index] for index in range(len(self)))
 
     @classmethod
     def of(cls, voiceprints: Sequence[Voiceprint]) -> VoiceprintBatch:

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from _grpc_helpers import extract, file_requests, raw_requests, seconds, wav_bytes
+from _grpc_helpers import error_details, extract, file_requests, raw_requests, seconds, wav_bytes
 from google.protobuf import duration_pb2
 from phonexia.grpc.common import core_pb2
 from phonexia.grpc.technologies.speaker_identification.v1 import (
@@ -39,7 +39,7 @@ def meeting() -> np.ndarray:
     samples, rate = sf.read(corpora.ami_path("trn09"), dtype="float32")
     assert rate == 16000
     assert samples.ndim == 1
-    return samples
+    return np.asarray(samples)
 
 
 def duration(value: float) -> duration_pb2.Duration:
@@ -197,5 +197,5 @@ def test_no_speech_gives_the_empty_voiceprint(server: RunningServer) -> None:
 def test_bad_audio_is_invalid_argument(server: RunningServer, requests, expected: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as caught:
         extract(server, requests())
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert expected in caught.value.details()  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in error_details(caught.value)

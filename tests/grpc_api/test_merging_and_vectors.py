@@ -7,14 +7,15 @@ import pytest
 
 from _helpers import random_batch
 from tools import corpora
-from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, compare, describe
+from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, compare
 from voxmatch.extraction import load_extractor
 from voxmatch.merging import merge_voiceprints
+from voxmatch.models.registry import describe
 from voxmatch.vectors import has_speech, vector_rows, vector_voiceprints
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector)
+    return np.asarray(vector / np.linalg.norm(vector))
 
 
 def test_merge_is_the_speech_weighted_mean_and_composes() -> None:

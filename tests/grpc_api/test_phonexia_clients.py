@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def run(command: Path, *arguments: str, env: dict[str, str] | None = None) -> by
     return finished.stdout
 
 
-def json_documents(text: str) -> list[dict]:
+def json_documents(text: str) -> list[dict[str, Any]]:
     """The clients print one indented JSON document per response, one after the other."""
     decoder = json.JSONDecoder()
     documents, position = [], 0
@@ -148,7 +149,7 @@ def identification_client() -> Path:
     return client_command("phonexia-speaker-identification-client")
 
 
-def rest_task(server: RunningServer, path: str, **request: object) -> dict:
+def rest_task(server: RunningServer, path: str, **request: object) -> dict[str, Any]:
     client = server.client(timeout=120)
     if "files" in request:
         accepted = client.post(path, files=request["files"])  # type: ignore[arg-type]
