@@ -7,7 +7,6 @@ resident memory since it started, VmRSS what it holds now.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,10 @@ import pytest
 import soundfile as sf
 from numpy.typing import NDArray
 
-from _helpers import RunningServer, model_env, speech_clip, wait_for_task
+from _helpers import ServerFactory, model_env, speech_clip, wait_for_task
 from bench.long_recording import held_out_speech, write_long_recording
 from voxmatch import Voiceprint, compare
 
-ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 MIB = 1 << 20
 PEAK_LIMIT = 1024 * MIB

@@ -24,10 +24,16 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
     speaker_identification_pb2_grpc as sid_grpc,
 )
 
-from _helpers import RunningServer, model_env, random_batch, speech_clip, wait_for_task
+from _helpers import (
+    RunningServer,
+    ServerFactory,
+    model_env,
+    random_batch,
+    speech_clip,
+    wait_for_task,
+)
 from voxmatch import Voiceprint
 
-ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 SID = "/phonexia.grpc.technologies.speaker_identification.v1"
 LONG_MINUTES = 10

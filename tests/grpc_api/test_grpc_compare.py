@@ -7,7 +7,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 from _helpers import (
     COMPARISON,
     RunningServer,
+    ServerFactory,
     assert_scores_close,
     random_batch,
     start_server,
@@ -35,7 +36,6 @@ from voxmatch import compare as compare_in_process
 from voxmatch.voiceprint import VoiceprintBatch, encode_records
 
 MAX_MESSAGE = 4 * 1024 * 1024
-ServerFactory = Callable[..., RunningServer]
 
 
 @pytest.fixture(scope="module")
