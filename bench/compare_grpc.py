@@ -15,6 +15,7 @@ the target is <= 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from itertools import zip_longest
 
@@ -85,10 +86,10 @@ def main() -> int:
                 [pybase64.b64decode(item) for item in text_a],
                 [pybase64.b64decode(item) for item in text_b],
             )
-            floor_time = measure(lambda body=body: floor(body), args.repeats)
-            e2e_time = measure(lambda messages=messages: end_to_end(stub, messages), args.repeats)
+            floor_time = measure(functools.partial(floor, body), args.repeats)
+            e2e_time = measure(functools.partial(end_to_end, stub, messages), args.repeats)
             responses = end_to_end(stub, messages)
-            matrix_time = measure(lambda responses=responses: to_matrix(responses), args.repeats)
+            matrix_time = measure(functools.partial(to_matrix, responses), args.repeats)
             rest = orjson.loads(floor(body))["result"]["scores"]
             rest_matrix = np.array(rest["values"], dtype=np.float32).reshape(count_b, count_a)
             if not np.array_equal(to_matrix(responses), rest_matrix.T):

@@ -14,6 +14,7 @@ Also reported: the time to decode 100,000 voiceprints (target <= 150 ms here).
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import sys
 import time
@@ -70,6 +71,7 @@ class Client:
 
     def __init__(self, base_url: str) -> None:
         address = urllib.parse.urlsplit(base_url)
+        assert address.hostname is not None, base_url
         self.connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str, bytes]:
@@ -111,10 +113,10 @@ def main() -> int:
     with running_server() as endpoints:
         client = Client(endpoints["rest"])
         for shape, body in bodies.items():
-            floor_time = measure(lambda body=body: floor(body), args.repeats)
-            e2e_time = measure(lambda body=body: end_to_end(client, body), args.repeats)
+            floor_time = measure(functools.partial(floor, body), args.repeats)
+            e2e_time = measure(functools.partial(end_to_end, client, body), args.repeats)
             result = end_to_end(client, body)
-            parse_time = measure(lambda result=result: orjson.loads(result), args.repeats)
+            parse_time = measure(functools.partial(orjson.loads, result), args.repeats)
             ratio = e2e_time.best / floor_time.best
             ratios[shape] = ratio
             print(f"{shape[0]} x {shape[1]} ({len(body) / 1e6:.1f} MB request)")

@@ -2,7 +2,7 @@
 
 The speech: every single-speaker run of AMI meeting speech (>= 1 s, 172 s in all), the CMU AN4
 utterances and a LibriVox reader's utterances, each as a 16-bit WAV file (all fetched by
-voxmatch._corpora). For each clip the full pipeline runs from the file's bytes: decode, voice
+tools.corpora). For each clip the full pipeline runs from the file's bytes: decode, voice
 activity detection, filterbank, network. The floor is the bare network, measured in the same
 process on the same audio: onnxruntime on the filterbank features of the whole clip. With 1 and
 2 onnxruntime threads, it reports
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import soundfile
 
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.audio import decode
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.models.registry import DEFAULT_MODEL_NAME
@@ -73,16 +73,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    signals = [_corpora.load_segment(segment) for segment in _corpora.ami_segments(1.0)]
-    signals += [
-        _corpora.load(item.path) for item in _corpora.an4_files() + _corpora.librivox_files()
-    ]
+    signals = [corpora.load_segment(segment) for segment in corpora.ami_segments(1.0)]
+    signals += [corpora.load(item.path) for item in corpora.an4_files() + corpora.librivox_files()]
     clips = [wav(signal) for signal in signals]
     duration = sum(signal.shape[0] for signal in signals) / 16000
     print(f"{len(clips)} clips of real speech, {duration:.0f} s")
     verdict = True
     for threads in (1, 2):
-        extractor = load_extractor(DEFAULT_MODEL_NAME, _corpora.models_cache_dir(), threads=threads)
+        extractor = load_extractor(DEFAULT_MODEL_NAME, corpora.models_cache_dir(), threads=threads)
         extractor.extract(signals[0])  # warm the sessions up
         pipeline, network_all, network_speech = measure(extractor, clips, args.repeats)
         overhead = pipeline / network_all - 1

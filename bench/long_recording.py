@@ -6,7 +6,7 @@ The recording is 16 kHz mono 16-bit FLAC (WAV if OUT ends in .wav). Every `speec
 seconds it holds the single-speaker runs of one AMI speaker (FEE083 in trn06.wav, 21.5 s of
 speech, 0.5 s of silence between runs), and silence in between: `--speech-every 0` puts the
 runs back to back, so the whole recording is speech. The runs are real speech fetched and
-cached by voxmatch._corpora; FEE083's runs in trn09.wav are left out, for a voiceprint of the
+cached by tools.corpora; FEE083's runs in trn09.wav are left out, for a voiceprint of the
 same speaker that did not go into the recording (`held_out_speech`).
 
 The file is written unit by unit, so writing two hours needs memory for one unit only.
@@ -21,7 +21,7 @@ import numpy as np
 import soundfile
 from numpy.typing import NDArray
 
-from voxmatch import _corpora
+from tools import corpora
 
 SAMPLE_RATE = 16000
 SPEAKER = "FEE083"
@@ -32,8 +32,8 @@ _GAP_SECONDS = 0.5
 
 def _runs(recording: str) -> list[NDArray[np.float32]]:
     return [
-        _corpora.load_segment(segment)
-        for segment in _corpora.ami_segments(1.0)
+        corpora.load_segment(segment)
+        for segment in corpora.ami_segments(1.0)
         if segment.speaker == SPEAKER and segment.path.stem == recording
     ]
 

@@ -1,7 +1,7 @@
 """Peak memory of the server against the size of its work: long extractions, large comparisons.
 
 (a) Extraction over REST of recordings of real speech 1, 10, 30 and 120 minutes long (the
-corpus clips of voxmatch._corpora concatenated into one 16-bit WAV file): a fresh server for
+corpus clips of tools.corpora concatenated into one 16-bit WAV file): a fresh server for
 each length, so that peaks do not carry over; reported are the server's peak RSS (VmHWM of
 /proc/<pid>/status) and its RSS once the task is done. Target: a peak under 1 GB at any length.
 
@@ -42,7 +42,7 @@ import soundfile
 from threadpoolctl import threadpool_limits
 
 from bench._common import Server, memory_status, server_process
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, describe
 from voxmatch.scoring import score_matrix
 from voxmatch.voiceprint import VoiceprintBatch
@@ -297,8 +297,8 @@ def check_same_scores(served: Path, floor: Path) -> None:
 
 def speech_recording(minutes: float, path: Path) -> int:
     """A 16 kHz 16-bit WAV of real speech of that length at `path`; its size in bytes."""
-    clips = [_corpora.load(item.path) for item in _corpora.ami_files()]
-    clips += [_corpora.load(item.path) for item in _corpora.an4_files() + _corpora.librivox_files()]
+    clips = [corpora.load(item.path) for item in corpora.ami_files()]
+    clips += [corpora.load(item.path) for item in corpora.an4_files() + corpora.librivox_files()]
     wanted = int(minutes * 60 * SAMPLE_RATE)
     with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, "PCM_16", format="WAV") as output:
         written = 0
@@ -341,7 +341,7 @@ def run_extractions(minutes_list: list[float], kill_above: float) -> bool:
     print("(a) REST extraction of real speech; a fresh server per length; guard kills the")
     print(f"    server above {kill_above:g} GB")
     meets = True
-    models = str(_corpora.models_cache_dir())
+    models = str(corpora.models_cache_dir())
     for minutes in minutes_list:
         with tempfile.TemporaryDirectory(prefix="voxmatch-bench-memory-") as temporary:
             recording = Path(temporary) / f"speech-{minutes:g}min.wav"

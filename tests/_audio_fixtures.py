@@ -1,6 +1,6 @@
 """Real speech and helpers shared by the audio, VAD and corpora tests.
 
-The speech comes from `voxmatch._corpora` (fetched from the registries once per machine and
+The speech comes from `tools.corpora` (fetched from the registries once per machine and
 cached); nothing here is synthetic except where a test needs silence or noise.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import soxr
 from numpy.typing import NDArray
 
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.vad import SILERO_VAD_STREAMING, VoiceActivityDetector
 
 SAMPLE_RATE = 16000
@@ -31,7 +31,7 @@ def speech(
     uri: str = FIRST_SPEAKER[0], start: float = FIRST_SPEAKER[1], end: float = 8.0
 ) -> NDArray[np.float32]:
     """Real speech at 16 kHz, mono."""
-    samples = _corpora.load(_corpora.ami_path(uri), start, end)
+    samples = corpora.load(corpora.ami_path(uri), start, end)
     samples.setflags(write=False)
     return samples
 
@@ -128,14 +128,14 @@ def encode_with_pyav(
 @functools.cache
 def detector() -> VoiceActivityDetector:
     """The default (sequence-form) Silero VAD, fetched into the shared test cache."""
-    return VoiceActivityDetector.from_registry(_corpora.models_cache_dir())
+    return VoiceActivityDetector.from_registry(corpora.models_cache_dir())
 
 
 @functools.cache
 def streaming_detector() -> VoiceActivityDetector:
     """The streaming form of the same network, one window per call."""
     return VoiceActivityDetector.from_registry(
-        _corpora.models_cache_dir(), asset=SILERO_VAD_STREAMING
+        corpora.models_cache_dir(), asset=SILERO_VAD_STREAMING
     )
 
 

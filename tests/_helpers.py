@@ -56,7 +56,12 @@ comes to a decision threshold (5e-4)."""
 
 def assert_scores_close(actual: npt.ArrayLike, expected: npt.ArrayLike) -> None:
     """Scores computed along different paths agree to float32 precision (SCORE_TOLERANCE)."""
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64),
+        np.asarray(expected, np.float64),
+        rtol=0,
+        atol=SCORE_TOLERANCE,
+    )
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
@@ -105,6 +110,10 @@ class RunningServer:
         for client in self.clients:
             client.close()
         self.clients.clear()
+
+
+ServerFactory = Callable[..., RunningServer]
+"""The `server_factory` fixture: starts a server with extra environment and arguments."""
 
 
 def start_server(
@@ -212,26 +221,26 @@ def comparison_bodies(count: int) -> tuple[list[bytes], Callable[[int], np.ndarr
 
 def speech_clip(speaker: str, recording: str, min_seconds: float = 3.0) -> NDArray[np.float32]:
     """The longest single-speaker run of `speaker` in AMI recording `recording` (16 kHz)."""
-    from voxmatch import _corpora
+    from tools import corpora
 
     runs = [
         segment
-        for segment in _corpora.ami_segments(min_seconds)
+        for segment in corpora.ami_segments(min_seconds)
         if segment.speaker == speaker and segment.path.stem == recording
     ]
     assert runs, f"no run of {speaker} in {recording}"
     longest = max(runs, key=lambda segment: segment.end - segment.start)
-    return _corpora.load_segment(longest)
+    return corpora.load_segment(longest)
 
 
 def model_env() -> dict[str, str]:
     """Server settings that take the model files from the tests' shared cache, fetched once."""
-    from voxmatch import _corpora
+    from tools import corpora
     from voxmatch.assets import locate_all
     from voxmatch.models.registry import CAMPPLUS_WEIGHTS
     from voxmatch.vad import SILERO_VAD_SEQUENCE
 
-    folder = _corpora.models_cache_dir()
+    folder = corpora.models_cache_dir()
     locate_all([CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE], folder)
     return {"VOXMATCH_MODELS_DIR": str(folder), "VOXMATCH_MODEL_CACHE_DIR": str(folder)}
 
@@ -246,9 +255,9 @@ def task_state(client: httpx.Client, location: str) -> str:
 def holding_audio() -> bytes:
     """Seven minutes of real speech as a 7-channel 16-bit WAV (13 MB): the 14 AMI excerpts, two
     after one another on each channel. Extracting it keeps a worker busy for many seconds."""
-    from voxmatch import _corpora
+    from tools import corpora
 
-    excerpts = [_corpora.load(speech_file.path) for speech_file in _corpora.ami_files()]
+    excerpts = [corpora.load(speech_file.path) for speech_file in corpora.ami_files()]
     channels = [np.concatenate(excerpts[index : index + 2]) for index in range(0, 14, 2)]
     length = min(channel.shape[0] for channel in channels)
     buffer = io.BytesIO()

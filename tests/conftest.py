@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _helpers import RunningServer, start_server
-from voxmatch import _corpora
-
-ServerFactory = Callable[..., RunningServer]
+from _helpers import RunningServer, ServerFactory, start_server
+from tools import corpora
 
 
 def pytest_configure() -> None:
     """Every server, CLI run and loader of the tests keeps model files in the tests' shared
     cache, never in the model cache of whoever runs the tests (unless that is the same folder)."""
-    os.environ["VOXMATCH_MODEL_CACHE_DIR"] = str(_corpora.models_cache_dir())
+    os.environ["VOXMATCH_MODEL_CACHE_DIR"] = str(corpora.models_cache_dir())
 
 
 @pytest.fixture

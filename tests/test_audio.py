@@ -23,7 +23,7 @@ from _audio_fixtures import (
     two_speakers,
     write,
 )
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.audio import (
     AudioError,
     DecodedAudio,
@@ -61,7 +61,7 @@ def _assert_same_speech(
 
 
 def test_real_float_wav_with_non_ascii_name_decodes_from_path_and_bytes() -> None:
-    path = _corpora.ami_path("trn00")
+    path = corpora.ami_path("trn00")
     assert path.name == "trñ00.wav"
     from_path = decode(path)
     from_bytes = decode(path.read_bytes())
@@ -83,7 +83,7 @@ def _sphere_header(path: Path) -> dict[str, int]:
 
 
 def test_an4_sphere_files_decode_to_their_header_figures() -> None:
-    for speech_file in _corpora.an4_files():
+    for speech_file in corpora.an4_files():
         header = _sphere_header(speech_file.path)
         decoded = decode(speech_file.path)
         assert decoded.original_sample_rate == header["sample_rate"] == SAMPLE_RATE
@@ -95,7 +95,7 @@ def test_an4_sphere_files_decode_to_their_header_figures() -> None:
 
 
 def test_librivox_wavs_decode() -> None:
-    files = _corpora.librivox_files()
+    files = corpora.librivox_files()
     durations = [decode(f.path).duration for f in files]
     assert len(durations) == 5
     assert all(2.5 < seconds < 8 for seconds in durations)
@@ -312,7 +312,7 @@ def test_raw_audio_that_is_not_whole_frames_is_refused() -> None:
 
 
 def test_time_range_cuts_exactly_at_16k() -> None:
-    path = _corpora.ami_path("dev00")
+    path = corpora.ami_path("dev00")
     whole = decode(path).samples[0]
     part = decode(path, time_range=TimeRange(3.25, 7.5))
     np.testing.assert_array_equal(part.samples[0], whole[52_000:120_000])
@@ -325,7 +325,7 @@ def test_time_range_cuts_exactly_at_16k() -> None:
 
 
 def test_time_range_end_past_the_audio_is_cut_to_it() -> None:
-    path = _corpora.ami_path("dev00")
+    path = corpora.ami_path("dev00")
     decoded = decode(path, time_range=TimeRange(28.0, 99.0))
     assert decoded.duration == pytest.approx(2.0, abs=1e-3)
 
@@ -547,7 +547,7 @@ def test_source_type_is_checked() -> None:
 
 
 def test_path_and_bytes_agree_for_a_copied_corpus_file(tmp_path: Path) -> None:
-    source = _corpora.an4_files()[0].path
+    source = corpora.an4_files()[0].path
     copy = Path(shutil.copy(source, tmp_path / "äñ ü.sph"))
     np.testing.assert_array_equal(decode(copy).samples, decode(source.read_bytes()).samples)
     assert os.fspath(copy).endswith("äñ ü.sph")

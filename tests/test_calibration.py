@@ -3,12 +3,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from voxmatch.calibration import LinearCalibration, cllr, equal_error_rate
 
 
-def simulated_trials(scale: float, offset: float, count: int, seed: int) -> tuple:
+def simulated_trials(
+    scale: float, offset: float, count: int, seed: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], float, float]:
     """Scores drawn so that the true LLR of a score s is exactly scale * s + offset.
 
     With equal-variance Gaussians N(mu_t, 1) and N(mu_n, 1), the LLR is linear in s:
@@ -22,7 +25,7 @@ def simulated_trials(scale: float, offset: float, count: int, seed: int) -> tupl
     scores = np.concatenate([targets, nontargets])
     labels = np.concatenate([np.ones(count, bool), np.zeros(count * 3, bool)])
     true_offset = -(mu_t**2 - mu_n**2) / 2
-    return scores, labels, scale, true_offset
+    return scores, labels, scale, float(true_offset)
 
 
 def test_fit_recovers_the_true_llr_mapping() -> None:

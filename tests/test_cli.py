@@ -21,7 +21,8 @@ import pytest
 import soundfile as sf
 
 from _helpers import model_env, speech_clip, start_server
-from voxmatch import Voiceprint, _corpora
+from tools import corpora
+from voxmatch import Voiceprint
 from voxmatch._version import __version__
 from voxmatch.assets import RegistryAsset, locate_all, sha256_of
 from voxmatch.models.registry import CAMPPLUS_WEIGHTS
@@ -108,7 +109,7 @@ class LocalIndex:
 @pytest.fixture(scope="module")
 def local_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
     wanted = [CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE, SILERO_VAD_STREAMING]
-    cached = locate_all(wanted, _corpora.models_cache_dir())
+    cached = locate_all(wanted, corpora.models_cache_dir())
     folder = tmp_path_factory.mktemp("index")
     members: dict[str, list[tuple[RegistryAsset, Path]]] = {}
     for asset, path in zip(wanted, cached, strict=True):
@@ -532,7 +533,6 @@ def test_download_progress_is_drawn_on_stderr_only_when_asked_or_on_a_terminal(
 
 
 def test_a_long_recording_shows_its_seconds_on_a_terminal(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.long_recording import write_long_recording
 
     write_long_recording(tmp_path / "meeting.flac", minutes=3)

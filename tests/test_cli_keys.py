@@ -7,12 +7,9 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from _helpers import RunningServer
-
-ServerFactory = Callable[..., RunningServer]
+from _helpers import ServerFactory
 
 
 def voxmatch(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -50,10 +51,14 @@ def test_slots_are_granted_in_arrival_order_within_the_budget() -> None:
     slots = ComputeSlots(2)
     order: list[str] = []
     waiters = {name: Waiter(slots, order, name) for name in "abcde"}
+
+    def placed(count: int) -> bool:
+        return len(order) + slots.waiting == count
+
     for arrived, name in enumerate("abcde", start=1):
         waiters[name].start()
         # Each takes a slot or joins the line before the next arrives.
-        wait_until(lambda arrived=arrived: len(order) + slots.waiting == arrived)
+        wait_until(functools.partial(placed, arrived))
     assert order == ["a", "b"]
     assert (slots.busy, slots.waiting) == (2, 3)
 

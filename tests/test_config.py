@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tools.configuration_docs import render
 from voxmatch.config import ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,11 +47,6 @@ def test_unknown_keys_in_the_file_are_errors(tmp_path: Path) -> None:
 
 
 def test_docs_list_every_setting_with_its_default() -> None:
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        from configuration_docs import render
-    finally:
-        sys.path.pop(0)
     documented = (REPO / "docs" / "configuration.md").read_text()
     assert documented == render(), (
         "regenerate: python tools/configuration_docs.py > docs/configuration.md"

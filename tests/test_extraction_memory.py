@@ -7,9 +7,8 @@ resident memory since it started, VmRSS what it holds now.
 from __future__ import annotations
 
 import io
-import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -17,13 +16,10 @@ import pytest
 import soundfile as sf
 from numpy.typing import NDArray
 
-from _helpers import RunningServer, model_env, speech_clip, wait_for_task
+from _helpers import ServerFactory, model_env, speech_clip, wait_for_task
+from bench.long_recording import held_out_speech, write_long_recording
 from voxmatch import Voiceprint, compare
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.long_recording import held_out_speech, write_long_recording
-
-ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 MIB = 1 << 20
 PEAK_LIMIT = 1024 * MIB
@@ -43,12 +39,13 @@ def wav_bytes(samples: NDArray[np.float32]) -> bytes:
     return buffer.getvalue()
 
 
-def extract(client: httpx.Client, content: bytes | io.BufferedReader, name: str) -> dict:
+def extract(client: httpx.Client, content: bytes | io.BufferedReader, name: str) -> dict[str, Any]:
     accepted = client.post(EXTRACTION, files={"file": (name, content)})
     assert accepted.status_code == 202, accepted.text
     body = wait_for_task(client, accepted.headers["location"], timeout=3600).json()
     assert body["task"]["state"] == "done", body
     (channel,) = body["result"]["channels"]
+    assert isinstance(channel, dict), channel
     return channel
 
 

@@ -71,15 +71,13 @@ def code_blocks(document: Path) -> list[str]:
 
 def test_the_docs_import_only_public_names_and_building_blocks() -> None:
     public, blocks = set(voxmatch.__all__), building_blocks()
-    # Test and benchmark data for the reproduction snippets; it leaves the package (issue 12).
-    tooling = {"_corpora"}
     seen_imports = 0
     for document in DOCUMENTS:
         for block in code_blocks(document):
             for names in re.findall(r"^\s*from voxmatch import (.+)$", block, flags=re.MULTILINE):
                 seen_imports += 1
                 for name in (part.strip() for part in names.split(",")):
-                    assert name in public | tooling, f"{document.name}: from voxmatch import {name}"
+                    assert name in public, f"{document.name}: from voxmatch import {name}"
             for module in re.findall(
                 r"^\s*(?:from|import) voxmatch\.(\w+)", block, flags=re.MULTILINE
             ):

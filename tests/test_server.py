@@ -5,21 +5,18 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import soundfile as sf
 
 from _helpers import (
     COMPARISON,
-    RunningServer,
+    ServerFactory,
     model_env,
     random_voiceprints,
     speech_clip,
     wait_for_task,
 )
-
-ServerFactory = Callable[..., RunningServer]
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from _audio_fixtures import SAMPLE_RATE, detector, speech, streaming_detector
 from _helpers import VAD_PROBABILITY_TOLERANCE
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.vad import (
     SILERO_VAD_SEQUENCE,
     WINDOW,
@@ -100,7 +100,7 @@ def _reference_timestamps(
 def _meeting() -> NDArray[np.float32]:
     """60 s of real meeting speech: two AMI excerpts back to back."""
     return np.concatenate(
-        [_corpora.load(_corpora.ami_path("dev00")), _corpora.load(_corpora.ami_path("tst00"))]
+        [corpora.load(corpora.ami_path("dev00")), corpora.load(corpora.ami_path("tst00"))]
     )
 
 
@@ -131,7 +131,7 @@ def test_scores_do_not_depend_on_how_the_audio_is_cut() -> None:
     # Other cuts are other batch sizes for onnxruntime, which may round them differently.
     np.testing.assert_allclose(stream.probabilities, whole, rtol=0, atol=VAD_PROBABILITY_TOLERANCE)
     small_blocks = VoiceActivityDetector(
-        _corpora.models_cache_dir() / SILERO_VAD_SEQUENCE.filename, block_windows=7
+        corpora.models_cache_dir() / SILERO_VAD_SEQUENCE.filename, block_windows=7
     )
     np.testing.assert_allclose(
         small_blocks.speech_probabilities(samples), whole, rtol=0, atol=VAD_PROBABILITY_TOLERANCE
@@ -139,7 +139,7 @@ def test_scores_do_not_depend_on_how_the_audio_is_cut() -> None:
 
 
 def test_one_detector_serves_several_threads() -> None:
-    signals = [_corpora.load(f.path) for f in _corpora.ami_files()[:6]]
+    signals = [corpora.load(f.path) for f in corpora.ami_files()[:6]]
     expected = [detector().speech_segments(signal) for signal in signals]
     results: dict[int, list[tuple[int, int]]] = {}
 
@@ -299,10 +299,10 @@ def test_bad_parameters_are_refused(settings: dict[str, float], message: str) ->
 
 
 def test_speech_is_found_where_the_rttm_has_speech() -> None:
-    turns = _corpora.ami_turns()
+    turns = corpora.ami_turns()
     found = annotated = overlap = 0
-    for speech_file in _corpora.ami_files():
-        samples = _corpora.load(speech_file.path)
+    for speech_file in corpora.ami_files():
+        samples = corpora.load(speech_file.path)
         reference = np.zeros(samples.shape[0], dtype=bool)
         for turn in turns:
             if turn.uri == speech_file.name:
@@ -318,8 +318,8 @@ def test_speech_is_found_where_the_rttm_has_speech() -> None:
 
 
 def test_read_speech_is_mostly_speech() -> None:
-    for speech_file in [*_corpora.an4_files(), *_corpora.librivox_files()]:
-        samples = _corpora.load(speech_file.path)
+    for speech_file in [*corpora.an4_files(), *corpora.librivox_files()]:
+        samples = corpora.load(speech_file.path)
         found = detector().speech_samples(samples)
         assert found.seconds > 0.5 * samples.shape[0] / SAMPLE_RATE, speech_file.name
 
@@ -330,7 +330,7 @@ def test_no_speech_in_silence_or_noise() -> None:
     quiet_hiss = (1e-4 * rng.standard_normal(five_seconds)).astype(np.float32)
     white = (0.1 * rng.standard_normal(five_seconds)).astype(np.float32)
     rumble = (np.cumsum(rng.standard_normal(five_seconds)) / 300).astype(np.float32)
-    recorded = [_corpora.load(path) for path in _corpora.noise_files()]
+    recorded = [corpora.load(path) for path in corpora.noise_files()]
     for signal in [np.zeros(five_seconds, np.float32), quiet_hiss, white, rumble, *recorded]:
         assert detector().speech_segments(signal) == []
         result = detector().speech_samples(signal)

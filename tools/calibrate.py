@@ -1,6 +1,6 @@
 """Fit the default model's score calibration on real speech, and judge it on held-out speakers.
 
-Data (fetched from registry packages by voxmatch._corpora, never committed):
+Data (fetched from registry packages by tools.corpora, never committed):
 - AMI meeting excerpts from the pyannote.audio sdist: single-speaker runs of at least
   --min-seconds, 16 speakers. Used for fitting, with speaker-disjoint cross-validation to
   report how the fit does on speakers it has not seen.
@@ -12,7 +12,7 @@ Every unordered pair of clips is a trial. The calibration is prior-weighted logi
 The sets are small (tens of speakers): the figures rank choices and catch regressions; they are
 not a production error rate.
 
-    .venv/bin/python tools/calibrate.py [--min-seconds 1.0] [--folds 4]
+    .venv/bin/python -m tools.calibrate [--min-seconds 1.0] [--folds 4]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.calibration import LinearCalibration, cllr, equal_error_rate
 from voxmatch.extraction import load_extractor
 from voxmatch.models.registry import DEFAULT_MODEL_NAME
@@ -74,7 +74,7 @@ def report(name: str, trials: Trials, scale: float, offset: float) -> None:
 def embed_all(
     clips: list[npt.NDArray[np.float32]],
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    extractor = load_extractor(DEFAULT_MODEL_NAME, _corpora.models_cache_dir())
+    extractor = load_extractor(DEFAULT_MODEL_NAME, corpora.models_cache_dir())
     embeddings = []
     speech = []
     for samples in clips:
@@ -90,11 +90,11 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=4)
     args = parser.parse_args()
 
-    segments = _corpora.ami_segments(args.min_seconds)
-    ami_clips = [_corpora.load_segment(segment) for segment in segments]
+    segments = corpora.ami_segments(args.min_seconds)
+    ami_clips = [corpora.load_segment(segment) for segment in segments]
     ami_speakers = [segment.speaker for segment in segments]
-    held_out = _corpora.an4_files() + _corpora.librivox_files()
-    other_clips = [_corpora.load(item.path) for item in held_out]
+    held_out = corpora.an4_files() + corpora.librivox_files()
+    other_clips = [corpora.load(item.path) for item in held_out]
     other_speakers = [f"{item.corpus}:{item.speaker}" for item in held_out]
     other_corpora = [item.corpus for item in held_out]
 

@@ -200,7 +200,7 @@ def extract(
         try:
             with reporting_downloads(bars.download), bars.step("loading the speaker model"):
                 extractor = build_extractor(settings).get()
-        except Exception as error:  # fetching, converting, onnxruntime: their errors vary
+        except Exception as error:  # noqa: BLE001 - fetching, converting, onnxruntime: errors vary
             bars.fail(f"cannot load the speaker model: {error}")
         written: set[str] = set()
         unusable: set[Path] = set()

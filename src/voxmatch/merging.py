@@ -5,7 +5,7 @@ represented by one voiceprint of all that speech. Extracting it from the concate
 needs the audio; merging needs only the voiceprints. The merge is close to the extraction from
 the concatenated audio, not equal to it (the network is not linear).
 
-Which mean: measured on real speech (AMI, LibriVox and AN4 speakers of `voxmatch._corpora`, each
+Which mean: measured on real speech (AMI, LibriVox and AN4 speakers of `tools.corpora`, each
 speaker's audio cut at random into 2 to 5 pieces, 66 trials, default model), cosine between the
 merged voiceprint and the one extracted from the whole audio:
 

@@ -218,7 +218,7 @@ class VoiceActivityDetector:
             cap = round(max_speech_seconds * SAMPLE_RATE)
         return SpeechStream(self, cap)
 
-    def _score(
+    def score_windows(
         self, windows: NDArray[np.float32], state: tuple[NDArray[np.float32], ...]
     ) -> tuple[NDArray[np.float32], tuple[NDArray[np.float32], ...]]:
         """Scores of `windows` (n x (CONTEXT + WINDOW)) and the recurrent state after them."""
@@ -238,7 +238,7 @@ class VoiceActivityDetector:
             scores[index] = output[0, 0]
         return scores, (recurrent,)
 
-    def _initial_state(self) -> tuple[NDArray[np.float32], ...]:
+    def initial_state(self) -> tuple[NDArray[np.float32], ...]:
         if self.sequence_model:
             return (
                 np.zeros((1, 1, _STATE_SIZE), dtype=np.float32),
@@ -260,7 +260,7 @@ class SpeechStream:
     def __init__(self, detector: VoiceActivityDetector, max_speech_samples: int | None) -> None:
         self._detector = detector
         self._cap = max_speech_samples
-        self._state = detector._initial_state()
+        self._state = detector.initial_state()
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self._segmenter = SpeechSegmenter(detector.parameters)
@@ -365,7 +365,7 @@ class SpeechStream:
             windows[0, :CONTEXT] = self._context
             windows[1:, :CONTEXT] = block[:-1, -CONTEXT:]
             self._context = block[-1, -CONTEXT:].copy()
-            scores, self._state = detector._score(windows, self._state)
+            scores, self._state = detector.score_windows(windows, self._state)
             found.append(scores)
         self._scores.extend(found)
         self._scored_windows += frames.shape[0]

@@ -49,10 +49,6 @@ def record_size(embedding_dim: int) -> int:
     return unpadded + (-unpadded) % 3
 
 
-def _padding_size(embedding_dim: int) -> int:
-    return record_size(embedding_dim) - HEADER_SIZE - 4 * embedding_dim - _CRC_SIZE
-
-
 class VoiceprintError(ValueError):
     """A voiceprint that cannot be used, with the index of the item and a short reason code.
 

@@ -128,6 +128,13 @@ def extract(server: RunningServer, requests: Iterator[sid.ExtractRequest]) -> si
         return response
 
 
+def error_details(error: grpc.RpcError) -> str:
+    """The details of a failed call: every error status the server sends carries them."""
+    details = error.details()
+    assert details is not None, error.code()
+    return details
+
+
 def seconds(duration: object) -> float:
     return float(duration.seconds + duration.nanos / 1e9)  # type: ignore[attr-defined]
 

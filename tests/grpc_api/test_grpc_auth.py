@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
-from _grpc_helpers import channel, compare_requests
+from _grpc_helpers import channel, compare_requests, error_details
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phonexia.grpc.common import status_pb2, status_pb2_grpc
 from phonexia.grpc.technologies.speaker_identification.v1 import (
@@ -77,8 +77,8 @@ def test_calls_without_a_valid_key_are_unauthenticated(
         with pytest.raises(grpc.RpcError) as caught:
             call(keyed.server, metadata)
         error = caught.value
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-        assert reason in error.details()  # type: ignore[attr-defined]
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert reason in error_details(error)
 
 
 def test_calls_with_the_key_are_served(keyed: KeyedServer) -> None:

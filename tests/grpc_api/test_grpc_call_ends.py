@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import numpy as np
 import pytest
-from _grpc_helpers import channel, compare_requests, file_requests, wav_bytes
+from _grpc_helpers import channel, compare_requests, error_details, file_requests, wav_bytes
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phonexia.grpc.common import core_pb2, status_pb2, status_pb2_grpc
@@ -24,10 +24,16 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
     speaker_identification_pb2_grpc as sid_grpc,
 )
 
-from _helpers import RunningServer, model_env, random_batch, speech_clip, wait_for_task
+from _helpers import (
+    RunningServer,
+    ServerFactory,
+    model_env,
+    random_batch,
+    speech_clip,
+    wait_for_task,
+)
 from voxmatch import Voiceprint
 
-ServerFactory = Callable[..., RunningServer]
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 SID = "/phonexia.grpc.technologies.speaker_identification.v1"
 LONG_MINUTES = 10
@@ -158,7 +164,7 @@ def test_a_deadline_during_the_upload_ends_the_call_and_deletes_its_spool(
         with pytest.raises(grpc.RpcError) as caught:
             call.result()
         call_over.set()
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
     # Where the server was when it heard (reading the stream, or extracting the part it got)
     # depends on the order in which gRPC delivers the end of the stream and the cancellation.
@@ -219,28 +225,29 @@ def test_bytes_that_do_not_parse_are_invalid_argument_without_a_traceback(
     server = server_factory()
     voiceprint = core_pb2.Voiceprint(content=random_batch(1, seed=8).to_bytes_list()[0])
     with channel(server) as open_channel:
+        # No serializers (None, None): the raw bytes go on the wire as they are.
         calls = {
-            "Merge": lambda: open_channel.unary_unary(f"{SID}.VoiceprintMerging/Merge")(
+            "Merge": lambda: open_channel.unary_unary(f"{SID}.VoiceprintMerging/Merge", None, None)(
                 GARBAGE, timeout=30
             ),
-            "GetStatus": lambda: open_channel.unary_unary("/phonexia.grpc.common.Status/GetStatus")(
+            "GetStatus": lambda: open_channel.unary_unary(
+                "/phonexia.grpc.common.Status/GetStatus", None, None
+            )(GARBAGE, timeout=30),
+            "Check": lambda: open_channel.unary_unary("/grpc.health.v1.Health/Check", None, None)(
                 GARBAGE, timeout=30
             ),
-            "Check": lambda: open_channel.unary_unary("/grpc.health.v1.Health/Check")(
-                GARBAGE, timeout=30
-            ),
-            "Extract": lambda: open_channel.stream_unary(f"{SID}.VoiceprintExtraction/Extract")(
-                iter([GARBAGE]), timeout=30
-            ),
+            "Extract": lambda: open_channel.stream_unary(
+                f"{SID}.VoiceprintExtraction/Extract", None, None
+            )(iter([GARBAGE]), timeout=30),
             # A good message first: the bad one is found in the middle of the stream.
             "Compare": lambda: list(
-                open_channel.stream_stream(f"{SID}.VoiceprintComparison/Compare")(
+                open_channel.stream_stream(f"{SID}.VoiceprintComparison/Compare", None, None)(
                     iter([serialized(sid.CompareRequest(voiceprints_a=[voiceprint])), GARBAGE]),
                     timeout=30,
                 )
             ),
             "Convert": lambda: list(
-                open_channel.stream_stream(f"{SID}.VoiceprintConversion/Convert")(
+                open_channel.stream_stream(f"{SID}.VoiceprintConversion/Convert", None, None)(
                     iter([GARBAGE]), timeout=30
                 )
             ),
@@ -249,8 +256,8 @@ def test_bytes_that_do_not_parse_are_invalid_argument_without_a_traceback(
             with pytest.raises(grpc.RpcError) as caught:
                 call()
             error = caught.value
-            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method  # type: ignore[attr-defined]
-            assert "cannot be parsed" in error.details(), method  # type: ignore[attr-defined]
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "cannot be parsed" in error_details(error), method
             log_line(server, f"{method}: INVALID_ARGUMENT: the request message cannot be parsed")
 
         # The server goes on serving.

@@ -7,13 +7,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from _grpc_helpers import channel, compare, compare_requests, grpc_address
+from _grpc_helpers import channel, compare, compare_requests, error_details, grpc_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from phonexia.grpc.common import core_pb2
 from phonexia.grpc.technologies.speaker_identification.v1 import (
@@ -26,6 +26,7 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 from _helpers import (
     COMPARISON,
     RunningServer,
+    ServerFactory,
     assert_scores_close,
     random_batch,
     start_server,
@@ -35,7 +36,6 @@ from voxmatch import compare as compare_in_process
 from voxmatch.voiceprint import VoiceprintBatch, encode_records
 
 MAX_MESSAGE = 4 * 1024 * 1024
-ServerFactory = Callable[..., RunningServer]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def other_model_records(count: int, seed: int) -> list[bytes]:
 
 def status_of(call: object) -> tuple[grpc.StatusCode, str]:
     assert isinstance(call, grpc.RpcError)
-    return call.code(), call.details()  # type: ignore[attr-defined]
+    return call.code(), error_details(call)
 
 
 def serving(server: RunningServer) -> bool:
@@ -198,7 +198,7 @@ def test_broken_streams_lose_nothing_and_leave_the_server_healthy(
         call.cancel()
         with pytest.raises(grpc.RpcError) as caught:
             list(call)
-        assert caught.value.code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
+        assert caught.value.code() == grpc.StatusCode.CANCELLED
         cancelled.set()
 
     # 2. The client process dies mid-stream (the connection just breaks).
@@ -261,6 +261,8 @@ def occupy_the_only_slot(
         started = threading.Event()
         held = stub.Compare(held_stream(started))
         assert started.wait(30)
+        # A streaming call is also a Future (grpc-stubs types it as a CallIterator only).
+        assert isinstance(held, grpc.Future)
         while not held.done() and time.monotonic() < deadline:
             try:
                 list(stub.Compare(compare_requests([voiceprint], [voiceprint]), timeout=30))

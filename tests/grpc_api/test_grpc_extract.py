@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from _grpc_helpers import extract, file_requests, raw_requests, seconds, wav_bytes
+from _grpc_helpers import error_details, extract, file_requests, raw_requests, seconds, wav_bytes
 from google.protobuf import duration_pb2
 from phonexia.grpc.common import core_pb2
 from phonexia.grpc.technologies.speaker_identification.v1 import (
@@ -16,7 +16,8 @@ from phonexia.grpc.technologies.speaker_identification.v1 import (
 )
 
 from _helpers import RunningServer, model_env, speech_clip, start_server, wait_for_task
-from voxmatch import Voiceprint, _corpora
+from tools import corpora
+from voxmatch import Voiceprint
 from voxmatch.vectors import vector_voiceprints
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
@@ -35,10 +36,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def meeting() -> np.ndarray:
     """30 s of a real meeting (several speakers), 16 kHz mono."""
-    samples, rate = sf.read(_corpora.ami_path("trn09"), dtype="float32")
+    samples, rate = sf.read(corpora.ami_path("trn09"), dtype="float32")
     assert rate == 16000
     assert samples.ndim == 1
-    return samples
+    return np.asarray(samples)
 
 
 def duration(value: float) -> duration_pb2.Duration:
@@ -196,5 +197,5 @@ def test_no_speech_gives_the_empty_voiceprint(server: RunningServer) -> None:
 def test_bad_audio_is_invalid_argument(server: RunningServer, requests, expected: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.RpcError) as caught:
         extract(server, requests())
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert expected in caught.value.details()  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in error_details(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -14,6 +15,7 @@ from _grpc_helpers import (
     channel,
     compare,
     compare_requests,
+    error_details,
     grpc_address,
     self_signed_certificate,
 )
@@ -89,7 +91,7 @@ def convert(server: RunningServer, contents: list[bytes]) -> list[sid.ConvertRes
         return list(stub.Convert(requests(), timeout=60))
 
 
-def rest_result(server: RunningServer, path: str, voiceprints: list[str]) -> dict:
+def rest_result(server: RunningServer, path: str, voiceprints: list[str]) -> dict[str, Any]:
     client = server.client()
     accepted = client.post(path, json={"voiceprints": voiceprints})
     assert accepted.status_code == 202, accepted.text
@@ -154,8 +156,8 @@ def test_merge_of_empty_voiceprints_is_empty(server: RunningServer) -> None:
 def test_merge_errors(server: RunningServer, contents: list[bytes], expected: str) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         merge(server, contents)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert expected in caught.value.details()  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in error_details(caught.value)
 
 
 def test_convert_over_grpc_and_rest(server: RunningServer) -> None:
@@ -197,8 +199,8 @@ def test_convert_names_the_bad_voiceprint_across_requests(server: RunningServer)
     contents[1030] = contents[1030][:-1] + bytes([contents[1030][-1] ^ 1])
     with pytest.raises(grpc.RpcError) as caught:
         convert(server, contents)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert caught.value.details().startswith("voiceprints[1030]: ")  # type: ignore[attr-defined]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(caught.value).startswith("voiceprints[1030]: ")
 
 
 def test_rest_conversion_and_merging_validation(server: RunningServer) -> None:
@@ -226,7 +228,7 @@ def test_status_and_health(server: RunningServer) -> None:
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
         with pytest.raises(grpc.RpcError) as caught:
             health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert status.name == "voxmatch"
     assert status.version == __version__
     assert status.technology_name == "speaker_identification"
@@ -255,6 +257,6 @@ def test_tls(tmp_path: Path) -> None:
             stub = sid_grpc.VoiceprintComparisonStub(plain_channel)
             with pytest.raises(grpc.RpcError) as caught:
                 list(stub.Compare(compare_requests(contents, contents), timeout=10))
-            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         secure.stop()

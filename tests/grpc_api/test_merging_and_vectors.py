@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from _helpers import random_batch
-from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, _corpora, compare
+from tools import corpora
+from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, compare
 from voxmatch.extraction import load_extractor
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models import describe
@@ -14,7 +15,7 @@ from voxmatch.vectors import has_speech, vector_rows, vector_voiceprints
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector)
+    return np.asarray(vector / np.linalg.norm(vector))
 
 
 def test_merge_is_the_speech_weighted_mean_and_composes() -> None:
@@ -50,10 +51,10 @@ def test_merge_edge_cases() -> None:
 
 @pytest.mark.slow
 def test_merge_of_real_speech_is_close_to_the_concatenated_extraction() -> None:
-    extractor = load_extractor("campplus-zh-en-16k-advanced", cache_dir=_corpora.models_cache_dir())
+    extractor = load_extractor("campplus-zh-en-16k-advanced", cache_dir=corpora.models_cache_dir())
     speech: dict[str, list[np.ndarray]] = {}
-    for segment in _corpora.ami_segments(1.0):
-        speech.setdefault(segment.speaker, []).append(_corpora.load_segment(segment))
+    for segment in corpora.ami_segments(1.0):
+        speech.setdefault(segment.speaker, []).append(corpora.load_segment(segment))
     talkers = [np.concatenate(parts) for parts in speech.values()]
     talkers = [audio for audio in talkers if len(audio) >= 12 * 16000][:4]
     assert len(talkers) == 4

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,8 @@ from _helpers import (
     start_server,
     wait_for_task,
 )
-from voxmatch import Voiceprint, VoiceprintBatch, _corpora
+from tools import corpora
+from voxmatch import Voiceprint, VoiceprintBatch
 
 # Each client runs in a process of its own (and is installed by pip on the first run).
 pytestmark = pytest.mark.slow
@@ -62,7 +64,7 @@ def client_command(package: str) -> Path:
     """The client's command in its own cached virtual environment, installed on first use."""
     version, script = CLIENTS[package]
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    venv = _corpora.cache_dir() / "phonexia-clients" / f"{package}-{version}-{python}"
+    venv = corpora.cache_dir() / "phonexia-clients" / f"{package}-{version}-{python}"
     # Written last: a venv without it is a half-built one (an interrupted run) and is rebuilt.
     # (A venv cannot be built elsewhere and moved: its scripts name their interpreter by path.)
     complete = venv / "voxmatch-installed"
@@ -108,7 +110,7 @@ def run(command: Path, *arguments: str, env: dict[str, str] | None = None) -> by
     return finished.stdout
 
 
-def json_documents(text: str) -> list[dict]:
+def json_documents(text: str) -> list[dict[str, Any]]:
     """The clients print one indented JSON document per response, one after the other."""
     decoder = json.JSONDecoder()
     documents, position = [], 0
@@ -147,7 +149,7 @@ def identification_client() -> Path:
     return client_command("phonexia-speaker-identification-client")
 
 
-def rest_task(server: RunningServer, path: str, **request: object) -> dict:
+def rest_task(server: RunningServer, path: str, **request: object) -> dict[str, Any]:
     client = server.client(timeout=120)
     if "files" in request:
         accepted = client.post(path, files=request["files"])  # type: ignore[arg-type]
@@ -222,7 +224,7 @@ def test_extract_from_real_audio(
     assert raw.read_bytes() == binary.read_bytes()
 
     # A time range and a speech cap on a real 30 s meeting recording.
-    meeting = str(_corpora.ami_path("trn09"))
+    meeting = str(corpora.ami_path("trn09"))
     capped = json.loads(run(command, *prefix, meeting, "--speech-length", "5", "-t", "2:25"))
     assert 4.5 <= float(capped["result"]["speech_length"][:-1]) <= 5.0
     assert float(capped["processed_audio_length"][:-1]) <= 23.0 + 1e-6

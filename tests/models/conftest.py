@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
-from voxmatch import _corpora
+from tools import corpora
 from voxmatch.assets import locate
 from voxmatch.models.registry import CAMPPLUS, CAMPPLUS_WEIGHTS
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
@@ -30,7 +30,7 @@ CLIP_SPANS = {
 
 @pytest.fixture(scope="session")
 def models_cache() -> Path:
-    return _corpora.models_cache_dir()
+    return corpora.models_cache_dir()
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def campplus_weights(models_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def meeting_speech() -> npt.NDArray[np.float32]:
     """dev00.wav of the pyannote.audio test data: 16 kHz mono floats."""
-    samples, rate = sf.read(_corpora.ami_path("dev00"), dtype="float32")
+    samples, rate = sf.read(corpora.ami_path("dev00"), dtype="float32")
     assert rate == SAMPLE_RATE
     return np.asarray(samples, dtype=np.float32)
 

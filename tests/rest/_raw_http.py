@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from _helpers import RunningServer
@@ -39,8 +40,10 @@ class RawResponse:
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
 
-    def json(self) -> dict:
-        return json.loads(self.body)
+    def json(self) -> dict[str, Any]:
+        document = json.loads(self.body)
+        assert isinstance(document, dict), document
+        return document
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from typing import Any
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from _helpers import (
     COMPARISON,
     RunningServer,
+    ServerFactory,
     assert_scores_close,
     hold_the_worker,
     model_env,
@@ -36,14 +38,16 @@ def post(client: httpx.Client, a: list[Voiceprint], b: list[Voiceprint]) -> http
     )
 
 
-def scores_of(client: httpx.Client, a: list[Voiceprint], b: list[Voiceprint]) -> dict:
+def scores_of(client: httpx.Client, a: list[Voiceprint], b: list[Voiceprint]) -> dict[str, Any]:
     accepted = post(client, a, b)
     assert accepted.status_code == 202, accepted.text
     done = wait_for_task(client, accepted.headers["location"])
     body = done.json()
     assert body["task"]["state"] == "done", body
     assert body["error"] is None
-    return body["result"]["scores"]
+    scores = body["result"]["scores"]
+    assert isinstance(scores, dict), scores
+    return scores
 
 
 @pytest.mark.parametrize(("count_a", "count_b"), [(3, 2), (2, 3)])
@@ -99,7 +103,7 @@ def test_202_carries_task_body_and_both_location_headers(server: RunningServer) 
 
 
 @pytest.mark.slow
-def test_pending_task_has_null_result_and_error(server_factory) -> None:
+def test_pending_task_has_null_result_and_error(server_factory: ServerFactory) -> None:
     server = server_factory(
         {**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_POLL_WAIT_SECONDS": "0"}
     )
@@ -120,7 +124,7 @@ def test_pending_task_has_null_result_and_error(server_factory) -> None:
     assert wait_for_task(client, waiting.headers["location"]).json()["task"]["state"] == "done"
 
 
-def test_a_poll_waits_briefly_for_the_result(server_factory) -> None:
+def test_a_poll_waits_briefly_for_the_result(server_factory: ServerFactory) -> None:
     server = server_factory({"VOXMATCH_POLL_WAIT_SECONDS": "30"})
     client = server.client()
     a, b = random_voiceprints(300, seed=3), random_voiceprints(200, seed=4)
@@ -210,7 +214,7 @@ def test_openapi_and_docs_are_served(server: RunningServer) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_delete_cancels_and_removes_a_task(server_factory) -> None:
+def test_delete_cancels_and_removes_a_task(server_factory: ServerFactory) -> None:
     server = server_factory({"VOXMATCH_WORKERS": "1"})
     client = server.client()
     a = random_voiceprints(1000, seed=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from _helpers import (
     COMPARISON,
     RunningServer,
+    ServerFactory,
     random_voiceprints,
     start_server,
     wait_for_task,
@@ -39,7 +41,7 @@ def b64(voiceprints: list[Voiceprint]) -> list[str]:
     return [vp.to_base64() for vp in voiceprints]
 
 
-def assert_error(response: httpx.Response, status: int, error_type: str) -> dict:
+def assert_error(response: httpx.Response, status: int, error_type: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
@@ -50,6 +52,7 @@ def assert_error(response: httpx.Response, status: int, error_type: str) -> dict
     assert isinstance(body["detail"], list)
     for item in body["detail"]:
         assert {"location", "message", "type"} <= set(item)
+    assert isinstance(body, dict), body
     return body
 
 
@@ -66,7 +69,7 @@ def test_malformed_json_is_400_request_invalid(limited: RunningServer, body: byt
     assert error["message"] == "Invalid request."
 
 
-def locations(body: dict) -> list[list]:
+def locations(body: dict[str, Any]) -> list[list[str | int]]:
     return [item["location"] for item in body["detail"]]
 
 
@@ -114,7 +117,7 @@ def test_matrix_over_the_limit_is_422(limited: RunningServer) -> None:
     ids=["missing-field", "not-a-list", "not-a-string", "not-an-object"],
 )
 def test_schema_violations_are_422_with_location(
-    limited: RunningServer, payload: object, location: list
+    limited: RunningServer, payload: object, location: list[str | int]
 ) -> None:
     response = limited.client().post(COMPARISON, json=payload)
     body = assert_error(response, 422, "request.validation-error")
@@ -223,7 +226,9 @@ def test_errors_do_not_disturb_accepted_tasks(limited: RunningServer) -> None:
     assert "Traceback" not in limited.log()
 
 
-def test_expired_tasks_answer_404_and_leave_no_files(server_factory, tmp_path: Path) -> None:
+def test_expired_tasks_answer_404_and_leave_no_files(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
     server = server_factory(
         {"VOXMATCH_TASK_TTL_SECONDS": "1", "VOXMATCH_EXPIRY_INTERVAL_SECONDS": "0.2"}
     )

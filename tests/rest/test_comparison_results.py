@@ -7,14 +7,16 @@ import io
 import numpy as np
 import orjson
 
-from _helpers import COMPARISON, random_batch, wait_for_task
+from _helpers import COMPARISON, ServerFactory, random_batch, wait_for_task
 from voxmatch import compare
 from voxmatch.rest.results import FILE_PIECE_BYTES, PIECE_VALUES
 
 NPY = "application/x-npy"
 
 
-def test_a_large_result_is_the_same_matrix_as_json_and_as_npy(server_factory) -> None:
+def test_a_large_result_is_the_same_matrix_as_json_and_as_npy(
+    server_factory: ServerFactory,
+) -> None:
     # 1100 x 1000 scores: more than one JSON piece, and a .npy file sent in several pieces.
     count_a, count_b = 1000, 1100
     assert count_a * count_b > PIECE_VALUES

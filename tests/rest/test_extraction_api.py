@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
-from _helpers import COMPARISON, RunningServer, model_env, speech_clip, start_server, wait_for_task
+from _helpers import (
+    COMPARISON,
+    RunningServer,
+    ServerFactory,
+    model_env,
+    speech_clip,
+    start_server,
+    wait_for_task,
+)
 from voxmatch import Voiceprint, compare
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
@@ -34,14 +44,16 @@ def wav_bytes(samples: np.ndarray, sample_rate: int = 16000, subtype: str = "PCM
 
 def extract(
     client: httpx.Client, content: bytes, filename: str = "audio.wav", **params: str
-) -> dict:
+) -> dict[str, Any]:
     accepted = client.post(EXTRACTION, files={"file": (filename, content)}, params=params)
     assert accepted.status_code == 202, accepted.text
     assert accepted.headers["location"].startswith(f"{EXTRACTION}/")
-    return wait_for_task(client, accepted.headers["location"], timeout=180).json()
+    body = wait_for_task(client, accepted.headers["location"], timeout=180).json()
+    assert isinstance(body, dict), body
+    return body
 
 
-def voiceprints_of(body: dict) -> list[Voiceprint]:
+def voiceprints_of(body: dict[str, Any]) -> list[Voiceprint]:
     assert body["task"]["state"] == "done", body
     return [Voiceprint.from_base64(channel["voiceprint"]) for channel in body["result"]["channels"]]
 
@@ -198,7 +210,9 @@ def test_channel_out_of_range_gives_a_rejected_task(server: RunningServer) -> No
         ({"channels": "0,0"}, ["query", "channels"]),
     ],
 )
-def test_bad_options_are_422(server: RunningServer, params: dict, location: list) -> None:
+def test_bad_options_are_422(
+    server: RunningServer, params: dict[str, Any], location: list[str | int]
+) -> None:
     response = server.client().post(
         EXTRACTION, files={"file": ("a.wav", wav_bytes(np.zeros(1600)))}, params=params
     )
@@ -242,14 +256,14 @@ def test_speech_cap_and_time_range(server: RunningServer) -> None:
     assert beyond["task"]["state"] == "rejected"
 
 
-def test_a_users_own_onnx_model(tmp_path, server_factory) -> None:
-    from voxmatch import _corpora
+def test_a_users_own_onnx_model(tmp_path: Path, server_factory: ServerFactory) -> None:
+    from tools import corpora
     from voxmatch.models import CAMPPLUS
     from voxmatch.models.speaker_model import load_speaker_model
 
     # An ONNX file in the sherpa-onnx / WeSpeaker convention: here, CAM++ converted once more.
     model_env()
-    converted = load_speaker_model(CAMPPLUS, tmp_path / "convert", [_corpora.models_cache_dir()])
+    converted = load_speaker_model(CAMPPLUS, tmp_path / "convert", [corpora.models_cache_dir()])
     assert converted.model_path is not None
     own = tmp_path / "their-campplus.onnx"
     own.write_bytes(converted.model_path.read_bytes())

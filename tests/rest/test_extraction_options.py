@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def channels_of(
     content: bytes,
     params: dict[str, str] | None = None,
     data: dict[str, str] | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     client = server.client()
     accepted = client.post(
         EXTRACTION, files={"file": ("call.wav", content)}, params=params, data=data
@@ -44,12 +45,13 @@ def channels_of(
     assert accepted.status_code == 202, accepted.text
     body = wait_for_task(client, accepted.headers["location"], timeout=180).json()
     assert body["task"]["state"] == "done", body
-    return body["result"]["channels"]
+    channels: list[dict[str, Any]] = body["result"]["channels"]
+    return channels
 
 
 def refusal(
     server: RunningServer, params: dict[str, str] | None = None, data: dict[str, str] | None = None
-) -> dict:
+) -> dict[str, Any]:
     response = server.client().post(
         EXTRACTION, files={"file": ("a.wav", b"never read")}, params=params, data=data
     )
@@ -57,6 +59,7 @@ def refusal(
     body = response.json()
     assert body["type"] == "request.validation-error"
     (item,) = body["detail"]
+    assert isinstance(item, dict), item
     return item
 
 
@@ -91,7 +94,10 @@ def test_form_fields_are_honoured_like_query_parameters(
     ids=["query-and-form", "query-and-config", "form-and-config"],
 )
 def test_an_option_given_twice_with_different_values_is_422(
-    server: RunningServer, params: dict, data: dict, location: list | None
+    server: RunningServer,
+    params: dict[str, Any],
+    data: dict[str, Any],
+    location: list[str | int] | None,
 ) -> None:
     item = refusal(server, params, data)
     assert item["type"] == "conflict"
@@ -113,7 +119,7 @@ def test_an_option_given_twice_with_different_values_is_422(
     ],
 )
 def test_a_bad_config_field_is_422(
-    server: RunningServer, config: str, location: list | None, error_type: str
+    server: RunningServer, config: str, location: list[str | int] | None, error_type: str
 ) -> None:
     item = refusal(server, data={"config": config})
     assert item["location"] == (location or ["body", "config", "include_vector_voiceprint"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from _raw_http import connect, process_memory, request_head, wait_until
 
-from _helpers import RunningServer
+from _helpers import RunningServer, ServerFactory
 
 INFO = "/api/system/info"
 MIB = 1024 * 1024
@@ -15,7 +17,7 @@ MEMORY_SLACK = 6 * MIB
 header."""
 
 
-def assert_431(body: dict, problem: str) -> None:
+def assert_431(body: dict[str, Any], problem: str) -> None:
     assert body["type"] == "request.header-fields-too-large"
     assert body["message"]
     (item,) = body["detail"]
@@ -118,7 +120,7 @@ def test_pipelined_and_kept_alive_requests_are_served(server: RunningServer) -> 
     assert statuses[2].headers["x-request-id"] == "second"
 
 
-def test_limits_are_settings(server_factory) -> None:
+def test_limits_are_settings(server_factory: ServerFactory) -> None:
     limited = server_factory(
         {"VOXMATCH_MAX_HEADER_BYTES": "4096", "VOXMATCH_MAX_HEADER_COUNT": "10"}
     )

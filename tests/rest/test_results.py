@@ -55,7 +55,9 @@ def scores(values: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("values", [1, PIECE_VALUES, PIECE_VALUES + 1, 3 * PIECE_VALUES + 17])
 def test_a_vector_renders_to_the_same_bytes_whole_or_in_pieces(values: int) -> None:
     record = done_task()
-    result = {"scores": {"rows_count": 1, "columns_count": values, "values": scores(values)}}
+    result: dict[str, object] = {
+        "scores": {"rows_count": 1, "columns_count": values, "values": scores(values)}
+    }
     body = render_task(record, result)
     # Up to PIECE_VALUES values the body is one piece; beyond, it is streamed.
     assert isinstance(body, bytes) == (values <= PIECE_VALUES)

@@ -107,7 +107,7 @@ def test_results_and_errors_stored_in_the_spe4_form_by_earlier_versions_render_a
         ]
     }
     assert render_extraction(spe4_channels, {}) == spe4_channels
-    spe4_error = {
+    spe4_error: dict[str, object] = {
         "type": "task.validation-error",
         "message": "The media file cannot be used: empty",
         "detail": [{"location": ["file"], "message": "empty", "type": "media.invalid"}],

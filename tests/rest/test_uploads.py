@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from _raw_http import (
     wait_until,
 )
 
-from _helpers import RunningServer, model_env, start_server, wait_for_task
+from _helpers import RunningServer, ServerFactory, model_env, start_server, wait_for_task
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 MIB = 1024 * 1024
@@ -50,7 +51,9 @@ def upload_head(form: Multipart, file_size: int, **extra: str) -> bytes:
     return request_head("POST", EXTRACTION, {**headers, **extra})
 
 
-def assert_error(response: httpx.Response | RawResponse, status: int, error_type: str) -> dict:
+def assert_error(
+    response: httpx.Response | RawResponse, status: int, error_type: str
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert body["type"] == error_type, body
@@ -177,7 +180,7 @@ def send_upload_expecting_continue(server: RunningServer) -> tuple[Connection, R
     return connection, first
 
 
-def test_a_full_queue_refuses_an_upload_before_its_body(server_factory) -> None:
+def test_a_full_queue_refuses_an_upload_before_its_body(server_factory: ServerFactory) -> None:
     full = server_factory({**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_QUEUE_CAPACITY": "1"})
     # While this connection holds the database's write lock, no task can be stored: the one
     # worker waits on the first task, and the next one stays in the queue, which is then full.

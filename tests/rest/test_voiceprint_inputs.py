@@ -3,6 +3,8 @@ the base64 accepted, and the empty voiceprint of no speech still valid."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pybase64
 import pytest
@@ -28,7 +30,7 @@ def good(count: int, seed: int = 0) -> list[str]:
     return [vp.to_base64() for vp in random_voiceprints(count, seed=seed)]
 
 
-def bodies(voiceprints: list[str]) -> list[tuple[str, dict, list]]:
+def bodies(voiceprints: list[str]) -> list[tuple[str, dict[str, Any], list[str | int]]]:
     """(path, body, location of item 1) for every route that takes voiceprints."""
     return [
         (

@@ -9,6 +9,7 @@ import pytest
 
 from _helpers import (
     COMPARISON,
+    ServerFactory,
     assert_scores_close,
     burst,
     comparison_bodies,
@@ -22,7 +23,7 @@ TASKS = 8
 
 
 @pytest.mark.slow
-def test_kill_9_loses_no_accepted_task(server_factory) -> None:
+def test_kill_9_loses_no_accepted_task(server_factory: ServerFactory) -> None:
     env = {**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_QUEUE_CAPACITY": "1000"}
     server = server_factory(env)
     holding = hold_the_worker(server.client())
@@ -56,7 +57,7 @@ def test_kill_9_loses_no_accepted_task(server_factory) -> None:
 
 
 @pytest.mark.slow
-def test_full_queue_answers_429_with_rate_limit_headers(server_factory) -> None:
+def test_full_queue_answers_429_with_rate_limit_headers(server_factory: ServerFactory) -> None:
     server = server_factory(
         {**model_env(), "VOXMATCH_WORKERS": "1", "VOXMATCH_QUEUE_CAPACITY": "2"}
     )

@@ -23,6 +23,7 @@ def test_a_result_filled_in_place_is_stored_with_its_values(
     values = np.arange(12, dtype=np.float32).reshape(3, 4) + 0.5
     mapped = store.open_result_array("task", "scores", values.shape, np.float32)
     mapped[:] = values
+    assert mapped.filename is not None
     partial_size = os.path.getsize(mapped.filename)
     assert store.write_result_arrays("task", {"scores": mapped, "other": values[0]})
     del mapped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,9 @@ from voxmatch.tasks import TaskState, TaskStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> TaskStore:
+def store(tmp_path: Path) -> Iterator[TaskStore]:
     opened = TaskStore(tmp_path)
-    yield opened  # type: ignore[misc]
+    yield opened
     opened.close()
 
 

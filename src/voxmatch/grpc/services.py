@@ -207,7 +207,7 @@ def guard_unary(
         began = time.monotonic()
         try:
             response = function(_parsed(request, streamed_requests), context)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status, logged there
             _end_call(context, error, method, began)
         _note_abandoned(context, method, began)
         return response
@@ -229,7 +229,7 @@ def guard_streaming(
         began = time.monotonic()
         try:
             yield from function(_parsed(request, streamed_requests), context)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - every failure becomes a status, logged there
             _end_call(context, error, method, began)
 
     return call

@@ -224,7 +224,7 @@ def _current_conversion(
     this converter version; otherwise None (and the stale file is left to be replaced)."""
     try:
         session = _open_session(path, threads)
-    except Exception as error:  # a truncated or foreign file: onnxruntime's errors are untyped
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: untyped errors
         log.warning("cached model %s does not load (%s); converting again", path, error)
         return None
     metadata = session.get_modelmeta().custom_metadata_map

@@ -73,7 +73,7 @@ class RequestContextMiddleware:
             # The client's own choice (or its connection's end), not a fault of the server.
             status = _CLIENT_WENT_AWAY
             access_log.info("the client went away during %s %s", scope["method"], scope["path"])
-        except Exception:
+        except Exception:  # noqa: BLE001 - the last resort: logged with its traceback below
             # Answered here rather than by Starlette's outermost handler, so that even this
             # answer carries the ids, and the log line that explains it does too.
             access_log.exception("unexpected error answering %s %s", scope["method"], scope["path"])

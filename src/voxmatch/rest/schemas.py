@@ -58,19 +58,6 @@ class VoiceprintsRequest(BaseModel):
     )
 
 
-class ScoreMatrix(BaseModel):
-    rows_count: int = Field(description="len(voiceprints_b)")
-    columns_count: int = Field(description="len(voiceprints_a)")
-    values: list[float] = Field(
-        description="Row-major: values[r * columns_count + c] = LLR(voiceprints_a[c],"
-        " voiceprints_b[r])."
-    )
-
-
-class ComparisonResult(BaseModel):
-    scores: ScoreMatrix
-
-
 class SystemInfo(BaseModel):
     version: str
 

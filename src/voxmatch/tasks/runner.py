@@ -277,7 +277,7 @@ class TaskRunner:
                     stored_error(REJECTED, rejection.message, rejection.fields),
                 )
                 self._observe(record, TaskState.REJECTED, None)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure fails the task, logged
                 if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
                     return

@@ -12,7 +12,7 @@ them once into a cache folder and reads their speaker labels:
 
 The cache folder is VOXMATCH_TEST_CACHE, or ~/.cache/voxmatch; tests and benchmarks share it, and
 models fetched for tests go in its `models` subfolder, so a machine downloads everything once.
-Nothing here is meant for the server at run time: it is private to the project's own tooling.
+It lives outside the package (not in the wheel): nothing here is for the server at run time.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class _Pinned:
+class Pinned:
     member: str
     sha256: str
     size: int
@@ -102,23 +102,23 @@ class _Pinned:
 _PYANNOTE_SDIST = "pyannote_audio-4.0.7.tar.gz"
 _PYANNOTE_DATA = "pyannote_audio-4.0.7/tests/data/"
 _PYANNOTE_RTTM = (
-    _Pinned(
+    Pinned(
         "debug.train.rttm", "972ee04414fc7644f26eabe1909d6a0f6a3fa57ab840719ec0112d26f3a957d5", 4303
     ),
-    _Pinned(
+    Pinned(
         "debug.development.rttm",
         "9667a672072f7d0ad5b647cfaed987d8c52209a4e1ddc252fed06d0b955e7aeb",
         950,
     ),
-    _Pinned(
+    Pinned(
         "debug.test.rttm", "eae147d74d3f08002a5028183538eb35e6a7c7a77fe7d87c51eec95852d33161", 1504
     ),
 )
 _AMI_WAV_SIZE = 1_920_062
 # RTTM URI -> pinned file. The RTTM calls the first training file "trn00" while the file on
 # disk is "trñ00.wav": the package tests its own handling of non-ASCII names that way.
-_AMI_WAVS: dict[str, _Pinned] = {
-    uri: _Pinned(member, sha256, _AMI_WAV_SIZE)
+_AMI_WAVS: dict[str, Pinned] = {
+    uri: Pinned(member, sha256, _AMI_WAV_SIZE)
     for uri, member, sha256 in (
         ("dev00", "dev00.wav", "187386cda67317574da5b30068a8b853e52cc6df0d13abfec381912dfa9e7461"),
         ("dev01", "dev01.wav", "13834217e1bd46a581af1b8040018bfba1e65ce1e0b9ee46cdcefa9334b9ddea"),
@@ -265,54 +265,54 @@ _AN4_ARCHIVE = RegistryAsset(
 )
 _AN4_ROOT = "downloads/an4/wav/"
 _AN4_UTTERANCES = (
-    _Pinned(
+    Pinned(
         "an4_clstk/fash/an251-fash-b.sph",
         "2545c29442f0ede486f5d2b9d5428bebe3f4c9c3d483c8f6e6b5131aa3c6114f",
         33_024,
     ),
-    _Pinned(
+    Pinned(
         "an4_clstk/fash/an253-fash-b.sph",
         "07b41881779000fe772a4d10a035c15531f3f038072a03f0133dab9468b54086",
         23_424,
     ),
-    _Pinned(
+    Pinned(
         "an4_clstk/fash/cen7-fash-b.sph",
         "6c36b059a445f44e8cb401f0c7c99cf0e401eef8956b08dd77e41c16296ed717",
         81_024,
     ),
-    _Pinned(
+    Pinned(
         "an4_clstk/fbbh/cen8-fbbh-b.sph",
         "535d8d6369f0bbdf2a964cdbabe0cd3875db671696a2b6731cd387ef71229a24",
         90_624,
     ),
-    _Pinned(
+    Pinned(
         "an4_clstk/mwhw/an152-mwhw-b.sph",
         "104baaeae2fea2eb14eca32109c46c24819ca0f04469fbaf42065b781e633651",
         33_024,
     ),
-    _Pinned(
+    Pinned(
         "an4_clstk/mwhw/cen8-mwhw-b.sph",
         "7119d43d1c39906b71c5d60704fda38a04c34016daa5fa46afbe838e265c5435",
         71_424,
     ),
-    _Pinned(
+    Pinned(
         "an4test_clstk/fcaw/cen8-fcaw-b.sph",
         "af0f7065565a7daf787d79f0c5fc4c8d17d3b75dc38da3d0ca7ae7d81243ad32",
         93_824,
     ),
-    _Pinned(
+    Pinned(
         "an4test_clstk/mmxg/cen8-mmxg-b.sph",
         "50dc42d81d3eb1c1835f8b00f45b3f9ac2451c100ab89bb1e1698c6f677d9903",
         74_624,
     ),
 )
 _AN4_NOISE = (
-    _Pinned(
+    Pinned(
         "downloads/noise/noise-free-sound-0043.wav",
         "3766713cd094d421b69d9485577154052b2028f770e09eaea46ba577aeaf5057",
         49_084,
     ),
-    _Pinned(
+    Pinned(
         "downloads/noise/noise-sound-bible-0001.wav",
         "1f7429e143f22d9e498e1b3ae5a4ba5e578450613b31817a2c9289a245a7fa26",
         66_060,
@@ -326,7 +326,7 @@ def _an4_dir() -> Path:
     wanted.update({pinned.member: pinned for pinned in _AN4_NOISE})
     if not all(_is_cached(folder / Path(name).name, pinned) for name, pinned in wanted.items()):
         archive = assets.locate(_AN4_ARCHIVE, folder)
-        _extract_pinned_from_tar(archive.read_bytes(), wanted, folder, archive.name)
+        extract_pinned_from_tar(archive.read_bytes(), wanted, folder, archive.name)
     return folder
 
 
@@ -352,7 +352,7 @@ def noise_files() -> list[Path]:
 
 # --- One LibriVox reader from Debian's pocketsphinx-testdata ---------------------------------
 
-_POCKETSPHINX_DEB = _Pinned(
+_POCKETSPHINX_DEB = Pinned(
     "pool/main/p/pocketsphinx/pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
     "eaeb7a01d54f20b799d1a81ef110ec544b2cb47ea006614078220737a33019f0",
     1_822_580,
@@ -360,7 +360,7 @@ _POCKETSPHINX_DEB = _Pinned(
 _LIBRIVOX_ROOT = "./usr/share/pocketsphinx/test/data/librivox/"
 _LIBRIVOX_SPEAKER = "librivox-sense-and-sensibility-01"
 _LIBRIVOX_UTTERANCES = tuple(
-    _Pinned(f"sense_and_sensibility_01_austen_64kb-{number}.wav", sha256, size)
+    Pinned(f"sense_and_sensibility_01_austen_64kb-{number}.wav", sha256, size)
     for number, sha256, size in (
         ("0870", "b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c", 227_244),
         ("0880", "fbec491ef00ee734a67f0ee318e98c51c157b479e1629ff4f4426861ecac0414", 95_724),
@@ -377,8 +377,8 @@ def librivox_files() -> list[SpeechFile]:
     wanted = {_LIBRIVOX_ROOT + pinned.member: pinned for pinned in _LIBRIVOX_UTTERANCES}
     if not all(_is_cached(folder / pinned.member, pinned) for pinned in _LIBRIVOX_UTTERANCES):
         deb = _download_debian(_POCKETSPHINX_DEB)
-        data_tar = _ar_member(deb, "data.tar.", _POCKETSPHINX_DEB.member)
-        _extract_pinned_from_tar(data_tar, wanted, folder, Path(_POCKETSPHINX_DEB.member).name)
+        data_tar = ar_member(deb, "data.tar.", _POCKETSPHINX_DEB.member)
+        extract_pinned_from_tar(data_tar, wanted, folder, Path(_POCKETSPHINX_DEB.member).name)
     return [
         SpeechFile("librivox", Path(p.member).stem, folder / p.member, _LIBRIVOX_SPEAKER)
         for p in _LIBRIVOX_UTTERANCES
@@ -391,7 +391,7 @@ def debian_mirrors() -> list[str]:
     return [*mirrors, *_DEFAULT_DEBIAN_MIRRORS]
 
 
-def _download_debian(pinned: _Pinned) -> bytes:
+def _download_debian(pinned: Pinned) -> bytes:
     """The bytes of a Debian pool file, from the first mirror that has it with the pinned hash."""
     failures: list[str] = []
     for mirror in debian_mirrors():
@@ -408,7 +408,7 @@ def _download_debian(pinned: _Pinned) -> bytes:
     raise AssetError(f"cannot fetch {Path(pinned.member).name}: " + "; ".join(failures))
 
 
-def _ar_member(archive: bytes, prefix: str, label: str) -> bytes:
+def ar_member(archive: bytes, prefix: str, label: str) -> bytes:
     """The first member of a Unix `ar` archive (a .deb) whose name starts with `prefix`."""
     if not archive.startswith(b"!<arch>\n"):
         raise AssetError(f"{label} is not an ar archive")
@@ -437,7 +437,7 @@ def load_segment(segment: Segment) -> NDArray[np.float32]:
     return load(segment.path, segment.start, segment.end)
 
 
-def _is_cached(path: Path, pinned: _Pinned) -> bool:
+def _is_cached(path: Path, pinned: Pinned) -> bool:
     if not path.exists():
         return False
     try:
@@ -446,8 +446,8 @@ def _is_cached(path: Path, pinned: _Pinned) -> bool:
         return False
 
 
-def _extract_pinned_from_tar(
-    archive: bytes, wanted: dict[str, _Pinned], folder: Path, label: str
+def extract_pinned_from_tar(
+    archive: bytes, wanted: dict[str, Pinned], folder: Path, label: str
 ) -> None:
     """Copy the wanted members of a tar archive (any compression) into `folder`, verified."""
     folder.mkdir(parents=True, exist_ok=True)

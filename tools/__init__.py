@@ -1,0 +1,1 @@
+"""Developer tools: calibration, generated docs and the real speech they share (not shipped)."""
