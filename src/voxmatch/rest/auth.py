@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxmatch.api_keys import KeyRing
-from voxmatch.rest.errors import ApiError, detail_item, error_body
+from voxmatch.rest.errors import ApiError, detail_item
+from voxmatch.rest.middleware import send_error
 
 UNAUTHORIZED_TYPE = "request.unauthorized"
 
@@ -120,20 +121,9 @@ class ApiKeyMiddleware:
         key = _presented_key(dict(scope["headers"]))
         owner = self.keys.owner_of(key)
         if owner is None:
-            error = _unauthorized(key is not None)
-            body = error_body(error.error_type, error.message, error.detail)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b"Bearer"),
-                    ],
-                }
+            await send_error(
+                send, _unauthorized(key is not None), [(b"www-authenticate", b"Bearer")]
             )
-            await send({"type": "http.response.body", "body": body})
             return
         token = requester_var.set(owner)
         try:

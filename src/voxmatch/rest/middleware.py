@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +34,20 @@ def _usable_id(raw: bytes | None) -> str | None:
     except UnicodeDecodeError:
         return None
     return text if text.isprintable() else None
+
+
+async def send_error(
+    send: Send, error: ApiError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """`error` as a whole SPE4 response, for middleware that answers before the app runs."""
+    body = error_body(error.error_type, error.message, error.detail)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestContextMiddleware:
@@ -78,18 +92,8 @@ class RequestContextMiddleware:
             # answer carries the ids, and the log line that explains it does too.
             access_log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             if not started:
-                body = error_body("internal", "Internal server error.", [])
-                await send_with_ids(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                internal = ApiError(500, "Internal server error.", error_type="internal")
+                await send_error(send_with_ids, internal)
         finally:
             access_log.info(
                 "%s %s %d %.1f ms",
@@ -161,16 +165,4 @@ class BodySizeLimitMiddleware:
                 )
             ],
         )
-        body = error_body(error.error_type, error.message, error.detail)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, error, [(b"connection", b"close")])
