@@ -30,7 +30,7 @@ EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
-SCORE_TOLERANCE = 2 * CAMPPLUS.embedding_dim * FLOAT32_EPS * CAMPPLUS.calibration.scale
+SCORE_TOLERANCE = 2 * CAMPPLUS.embedding_dim * FLOAT32_EPS * CAMPPLUS.calibration.highest_scale
 """How far apart two float32 computations of one score may be (about 8.8e-4).
 
 A score is `scale * dot(a, b) / (|a| |b|) + offset`. Matrix products computed along different

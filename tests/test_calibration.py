@@ -35,7 +35,7 @@ def test_fit_recovers_the_true_llr_mapping() -> None:
     assert fitted.scale_ == pytest.approx(scale, rel=0.05)
     assert fitted.offset_ == pytest.approx(offset, abs=0.15)
     calibration = fitted.to_calibration()
-    assert calibration.scale == fitted.scale_
+    assert calibration.wideband.scale == fitted.scale_
 
 
 def test_calibrated_llrs_beat_raw_scores_in_cllr() -> None:

@@ -18,6 +18,7 @@ import voxmatch
 from _helpers import speech_clip
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models import describe
+from voxmatch.scoring import Traits, llr_from_cosines
 
 REPO = Path(__file__).resolve().parents[1]
 API_PAGE = (REPO / "docs" / "python-api.md").read_text()
@@ -277,9 +278,10 @@ def test_to_vector_gives_unit_vectors_whose_dot_product_is_the_llr() -> None:
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
     calibration = describe(voiceprints[0].model).calibration
+    traits = Traits.of(voxmatch.VoiceprintBatch.of(voiceprints))
     # The comparison's score, up to float32 rounding along the two paths.
     np.testing.assert_allclose(
-        calibration.scale * vectors @ vectors.T + calibration.offset,
+        llr_from_cosines(vectors @ vectors.T, calibration, traits, traits),
         voxmatch.compare(voiceprints, voiceprints),
         atol=1e-4,
     )

@@ -204,7 +204,7 @@ def test_unknown_model_is_rejected() -> None:
 def test_models_mixed_within_a_list_are_rejected() -> None:
     register(
         ModelDescription(
-            name="test-other-192", embedding_dim=192, calibration=Calibration(10.0, -5.0)
+            name="test-other-192", embedding_dim=192, calibration=Calibration.linear(10.0, -5.0)
         )
     )
     other = Voiceprint.from_embedding(np.ones(192), speech_length=1.0, model="test-other-192")
@@ -219,7 +219,9 @@ def test_models_mixed_within_a_list_are_rejected() -> None:
 
 def test_models_with_different_sizes_mixed_are_rejected() -> None:
     register(
-        ModelDescription(name="test-small-64", embedding_dim=64, calibration=Calibration(10, -5))
+        ModelDescription(
+            name="test-small-64", embedding_dim=64, calibration=Calibration.linear(10, -5)
+        )
     )
     small = Voiceprint.from_embedding(np.ones(64), speech_length=1.0, model="test-small-64")
     with pytest.raises(VoiceprintError) as error:

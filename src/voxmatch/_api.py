@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models.registry import describe
-from voxmatch.scoring import score_matrix
+from voxmatch.scoring import Traits, score_matrix
 from voxmatch.stopping import StopCheck
 from voxmatch.vectors import vector_rows, vector_voiceprints
 from voxmatch.voiceprint import Voiceprint, VoiceprintBatch, VoiceprintError
@@ -100,7 +100,12 @@ def compare(
         )
     calibration = describe(batch_a.model).calibration
     return score_matrix(
-        batch_a.embeddings, batch_b.embeddings, calibration, should_stop=should_stop
+        batch_a.embeddings,
+        batch_b.embeddings,
+        calibration,
+        row_traits=Traits.of(batch_a),
+        column_traits=Traits.of(batch_b),
+        should_stop=should_stop,
     )
 
 

@@ -74,7 +74,7 @@ class LinearCalibration:
         return self.scale_ * np.asarray(scores, dtype=np.float64) + self.offset_
 
     def to_calibration(self) -> Calibration:
-        return Calibration(scale=self.scale_, offset=self.offset_)
+        return Calibration.linear(scale=self.scale_, offset=self.offset_)
 
 
 def cllr(target_llrs: npt.ArrayLike, nontarget_llrs: npt.ArrayLike) -> float:

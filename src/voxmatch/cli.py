@@ -503,7 +503,7 @@ def list_models(data_dir: DataDirOption = None, config: ConfigOption = None) -> 
         default = " (default)" if model.name == settings.default_model else ""
         typer.echo(
             f"{model.name}{default}\t{model.embedding_dim} dims\t"
-            f"llr = {model.calibration.scale:.4g} * cos + {model.calibration.offset:.4g}\t"
+            f"{model.calibration.describe()}\t"
             f"{'cached' if cached else 'not fetched yet'}"
         )
     typer.echo(f"model cache: {settings.model_cache}")

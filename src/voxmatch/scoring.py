@@ -1,6 +1,8 @@
 """Score matrices: calibrated log-likelihood ratios from cosine similarity, computed in blocks.
 
-Every score is `scale * cos + offset` with the model's calibration. A voiceprint made from no
+Every score is the model's calibration applied to the cosine of the pair: the calibration of the
+pair's conditions (wideband, narrowband or one of each), adjusted by the pair's quality (the
+shorter side's speech length), as `models.registry.PairCalibration` says. A voiceprint made from no
 speech has a zero embedding; it carries no evidence either way, so every score involving it is
 exactly 0.0 (the LLR of balanced evidence) rather than a number derived from an undefined
 cosine.
@@ -12,14 +14,41 @@ budget and lets a long computation be stopped between blocks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
 from voxmatch.models.registry import Calibration
 from voxmatch.stopping import StopCheck, check
+from voxmatch.voiceprint import WIDEBAND, VoiceprintBatch
 
 FloatMatrix = npt.NDArray[np.float32]
 DEFAULT_MEMORY_BUDGET = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What calibration needs to know of each voiceprint besides its embedding."""
+
+    conditions: npt.NDArray[np.uint8]
+    """`voiceprint.WIDEBAND` or `voiceprint.NARROWBAND` per voiceprint."""
+    speech_lengths: npt.NDArray[np.float32]
+
+    @classmethod
+    def of(cls, batch: VoiceprintBatch) -> Traits:
+        return cls(batch.conditions, batch.speech_lengths)
+
+    @classmethod
+    def unknown(cls, count: int) -> Traits:
+        """Embeddings of which nothing else is known: wideband, with plenty of speech."""
+        return cls(np.full(count, WIDEBAND, np.uint8), np.full(count, np.inf, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.conditions)
+
+    def __getitem__(self, rows: slice) -> Traits:
+        return Traits(self.conditions[rows], self.speech_lengths[rows])
 
 
 def unit_rows(embeddings: npt.ArrayLike) -> tuple[FloatMatrix, npt.NDArray[np.bool_]]:
@@ -48,8 +77,8 @@ def _as_matrix(embeddings: npt.ArrayLike) -> FloatMatrix:
 def rows_per_block(columns: int, memory_budget: int) -> int:
     """Rows of one block of `score_matrix` against `columns` columns: a caller that splits the
     rows into blocks of this size makes the same matrix products, hence the same bits."""
-    # Each block row needs its scores and its scaling factors: 8 bytes per column.
-    return max(1, memory_budget // max(1, columns * 8))
+    # Each block row needs its scores and up to three per-pair factors of calibration.
+    return max(1, memory_budget // max(1, columns * 16))
 
 
 def score_matrix(
@@ -57,6 +86,8 @@ def score_matrix(
     columns: npt.ArrayLike,
     calibration: Calibration,
     *,
+    row_traits: Traits | None = None,
+    column_traits: Traits | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     should_stop: StopCheck | None = None,
     out: FloatMatrix | None = None,
@@ -64,9 +95,14 @@ def score_matrix(
     """scores[r, c] = LLR(rows[r], columns[c]) as a float32 matrix (len(rows) x len(columns)),
     written into `out` (C-contiguous float32 of that shape: a memory-mapped file, say) if given.
 
-    `should_stop` is asked before each row block; when it says so, `stopping.Stopped` is raised.
+    Traits left out are `Traits.unknown`. `should_stop` is asked before each row block; when it
+    says so, `stopping.Stopped` is raised.
     """
     row_matrix, column_matrix = _as_matrix(rows), _as_matrix(columns)
+    row_traits = row_traits or Traits.unknown(len(row_matrix))
+    column_traits = column_traits or Traits.unknown(len(column_matrix))
+    if len(row_traits) != len(row_matrix) or len(column_traits) != len(column_matrix):
+        raise ValueError("traits must describe every row and column")
     row_inverse, row_empty = _inverse_norms(row_matrix)
     column_inverse, column_empty = _inverse_norms(column_matrix)
     shape = (len(row_matrix), len(column_matrix))
@@ -76,33 +112,49 @@ def score_matrix(
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     else:
         scores = out
+    columns_side = _Side(column_matrix, column_inverse, column_empty, column_traits, calibration)
     block_rows = rows_per_block(len(column_matrix), memory_budget)
     for start in range(0, len(row_matrix), block_rows):
         check(should_stop, "comparison")
         stop = min(start + block_rows, len(row_matrix))
-        _score_block(
+        rows_side = _Side(
             row_matrix[start:stop],
             row_inverse[start:stop],
             row_empty[start:stop],
-            column_matrix,
-            column_inverse,
-            column_empty,
+            row_traits[start:stop],
             calibration,
-            scores[start:stop],
         )
+        _score_block(rows_side, columns_side, calibration, scores[start:stop])
     return scores
 
 
-def _score_block(
-    rows: FloatMatrix,
-    row_inverse: npt.NDArray[np.float32],
-    row_empty: npt.NDArray[np.bool_],
-    columns: FloatMatrix,
-    column_inverse: npt.NDArray[np.float32],
-    column_empty: npt.NDArray[np.bool_],
-    calibration: Calibration,
-    out: FloatMatrix,
-) -> None:
+class _Side:
+    """One side of a block: embeddings, inverse norms, and the calibration inputs per item."""
+
+    def __init__(
+        self,
+        embeddings: FloatMatrix,
+        inverse_norms: npt.NDArray[np.float32],
+        empty: npt.NDArray[np.bool_],
+        traits: Traits,
+        calibration: Calibration,
+    ) -> None:
+        self.embeddings = embeddings
+        self.inverse_norms = inverse_norms
+        self.empty = empty
+        self.conditions = traits.conditions
+        self.uniform_condition = (
+            int(traits.conditions[0])
+            if len(traits) and (traits.conditions == traits.conditions[0]).all()
+            else None
+        )
+        # The quality measure of each side alone; a pair's is the lower of its two sides'.
+        clipped = np.clip(traits.speech_lengths, calibration.speech_floor, calibration.speech_cap)
+        self.log_speech = np.log(clipped / np.float32(calibration.speech_cap)).astype(np.float32)
+        self.full_speech = bool((self.log_speech >= 0).all())
+
+
+def _score_block(rows: _Side, columns: _Side, calibration: Calibration, out: FloatMatrix) -> None:
     # Raw dot products scaled by the inverse norms afterwards: normalising the inputs first
     # would copy them, and one side may be 50,000 embeddings. The two inverse norms are
     # multiplied together before they touch the dot product, so this scaling of a pair does
@@ -111,12 +163,67 @@ def _score_block(
     # thread count, so those give scores that differ in the last bits. Only the same inputs,
     # shapes, blocks and BLAS settings give the same bits, which is why REST computes with rows
     # on `a`, as gRPC does, and transposes afterwards (tasks/jobs.py).
-    np.matmul(rows, columns.T, out=out)
-    factors = np.multiply.outer(row_inverse, column_inverse)
-    factors *= np.float32(calibration.scale)
+    np.matmul(rows.embeddings, columns.embeddings.T, out=out)
+    factors = np.multiply.outer(rows.inverse_norms, columns.inverse_norms)
+    pairs = calibration.pairs()
+    with_quality = not (rows.full_speech and columns.full_speech) and any(
+        pair.scale_per_log_speech or pair.offset_per_log_speech for pair in pairs
+    )
+    if rows.uniform_condition is not None and columns.uniform_condition is not None:
+        pair = pairs[rows.uniform_condition + columns.uniform_condition]
+        scale: npt.NDArray[np.float32] | np.float32 = np.float32(pair.scale)
+        offset: npt.NDArray[np.float32] | np.float32 = np.float32(pair.offset)
+        scale_per_log: npt.NDArray[np.float32] | np.float32 = np.float32(pair.scale_per_log_speech)
+        offset_per_log: npt.NDArray[np.float32] | np.float32 = np.float32(
+            pair.offset_per_log_speech
+        )
+    else:
+        pair_index = np.add.outer(rows.conditions, columns.conditions)
+        scale, offset, scale_per_log, offset_per_log = (
+            np.take(np.array(values, np.float32), pair_index)
+            for values in zip(
+                *(
+                    (p.scale, p.offset, p.scale_per_log_speech, p.offset_per_log_speech)
+                    for p in pairs
+                ),
+                strict=True,
+            )
+        )
+    if with_quality:
+        quality = np.minimum.outer(rows.log_speech, columns.log_speech)
+        scale = scale + scale_per_log * quality
+        offset = offset + offset_per_log * quality
+    factors *= scale
     out *= factors
-    out += np.float32(calibration.offset)
-    if column_empty.any():
-        out[:, column_empty] = 0.0
-    if row_empty.any():
-        out[row_empty] = 0.0
+    out += offset
+    if columns.empty.any():
+        out[:, columns.empty] = 0.0
+    if rows.empty.any():
+        out[rows.empty] = 0.0
+
+
+def llr_from_cosines(
+    cosines: npt.ArrayLike,
+    calibration: Calibration,
+    row_traits: Traits,
+    column_traits: Traits,
+) -> npt.NDArray[np.float64]:
+    """The LLRs of a matrix of cosines (rows x columns), in float64: the calibration as
+    `score_matrix` applies it, for scores computed some other way (vector voiceprints, say)."""
+    values = np.asarray(cosines, dtype=np.float64)
+    pairs = calibration.pairs()
+    index = np.add.outer(row_traits.conditions, column_traits.conditions)
+    scale, offset, scale_per_log, offset_per_log = (
+        np.array(values_of_pairs, np.float64)[index]
+        for values_of_pairs in zip(
+            *((p.scale, p.offset, p.scale_per_log_speech, p.offset_per_log_speech) for p in pairs),
+            strict=True,
+        )
+    )
+    shorter = np.minimum.outer(row_traits.speech_lengths, column_traits.speech_lengths)
+    clipped = np.clip(shorter.astype(np.float64), calibration.speech_floor, calibration.speech_cap)
+    quality = np.log(clipped / calibration.speech_cap)
+    llr: npt.NDArray[np.float64] = (scale + scale_per_log * quality) * values + (
+        offset + offset_per_log * quality
+    )
+    return llr

@@ -14,7 +14,7 @@ import math
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -41,6 +41,13 @@ near its maximum would give infinite norms and NaN scores."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 FloatMatrix = npt.NDArray[np.float32]
+
+WIDEBAND = 0
+"""Condition code of a voiceprint made from audio with content above about 4 kHz; also the
+documented condition of every version 1 voiceprint."""
+NARROWBAND = 1
+"""Condition code of a voiceprint made from telephone-band audio (nothing above about 4 kHz,
+whatever the file's sample rate)."""
 
 
 def record_size(embedding_dim: int) -> int:
@@ -70,6 +77,8 @@ class Voiceprint:
     embedding: FloatMatrix
     speech_length: float
     model: str
+    condition: int = WIDEBAND
+    """`WIDEBAND` or `NARROWBAND`: which calibration its scores use."""
 
     MAGIC: ClassVar[bytes] = MAGIC
 
@@ -139,6 +148,15 @@ class VoiceprintBatch:
     embeddings: FloatMatrix
     speech_lengths: npt.NDArray[np.float32]
     model: str
+    conditions: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
+    """`WIDEBAND` or `NARROWBAND` per row; left out, every row is `WIDEBAND`."""
+
+    def __post_init__(self) -> None:
+        if self.conditions.size == 0 and len(self) > 0:
+            # Frozen: the default is filled in once, at construction.
+            object.__setattr__(self, "conditions", np.full(len(self), WIDEBAND, np.uint8))
+        elif self.conditions.shape != (len(self),):
+            raise ValueError("conditions must hold one condition code per voiceprint")
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
@@ -146,7 +164,12 @@ class VoiceprintBatch:
     def __getitem__(self, index: int) -> Voiceprint:
         embedding = self.embeddings[index].copy()
         embedding.setflags(write=False)
-        return Voiceprint(embedding, float(self.speech_lengths[index]), self.model)
+        return Voiceprint(
+            embedding,
+            float(self.speech_lengths[index]),
+            self.model,
+            int(self.conditions[index]),
+        )
 
     def __iter__(self) -> Iterator[Voiceprint]:
         """The voiceprints in order, each a copy of its row (as `batch[i]` gives it)."""
@@ -166,6 +189,7 @@ class VoiceprintBatch:
             embeddings=np.stack([vp.embedding for vp in voiceprints]),
             speech_lengths=np.array([vp.speech_length for vp in voiceprints], dtype=np.float32),
             model=model,
+            conditions=np.array([vp.condition for vp in voiceprints], dtype=np.uint8),
         )
 
     @classmethod
@@ -474,4 +498,9 @@ def _parse_records(records: npt.NDArray[np.uint8], model: str | None) -> Voicepr
             f"model {name!r} makes {description.embedding_dim}-dimensional embeddings, "
             f"the voiceprint holds {dim}",
         )
-    return VoiceprintBatch(embeddings=embeddings, speech_lengths=speech_lengths, model=name)
+    return VoiceprintBatch(
+        embeddings=embeddings,
+        speech_lengths=speech_lengths,
+        model=name,
+        conditions=np.full(count, WIDEBAND, dtype=np.uint8),
+    )

@@ -41,6 +41,7 @@ from _helpers import (
 from voxmatch import Voiceprint, VoiceprintBatch, __version__
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models import describe
+from voxmatch.scoring import Traits, llr_from_cosines
 from voxmatch.voiceprint import encode_records
 
 CONVERSION = "/api/technology/speaker-identification-voiceprint-conversion"
@@ -174,12 +175,13 @@ def test_convert_over_grpc_and_rest(server: RunningServer) -> None:
     assert matrix.shape == (2499, 192)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
-    # The dot products order pairs as the comparison's LLRs do: LLR = scale * dot + offset.
+    # The dot products give the comparison's LLRs through the calibration.
     calibration = describe(batch.model).calibration
     real = VoiceprintBatch.of([voiceprints[index] for index in kept[:300]])
     scores, _ = compare(server, real.to_bytes_list(), real.to_bytes_list())
     dots = matrix[:300] @ matrix[:300].T
-    assert_scores_close(calibration.scale * dots + calibration.offset, scores)
+    traits = Traits.of(real)
+    assert_scores_close(llr_from_cosines(dots, calibration, traits, traits), scores)
     # Sorted by dot product, the scores never decrease (beyond float32 rounding of each).
     upper = np.triu_indices(300, 1)
     by_dot = scores[upper][np.argsort(dots[upper], kind="stable")]

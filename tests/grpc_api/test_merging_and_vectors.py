@@ -11,6 +11,7 @@ from voxmatch import Voiceprint, VoiceprintBatch, VoiceprintError, compare
 from voxmatch.extraction import load_extractor
 from voxmatch.merging import merge_voiceprints
 from voxmatch.models import describe
+from voxmatch.scoring import Traits, llr_from_cosines
 from voxmatch.vectors import has_speech, vector_rows, vector_voiceprints
 
 
@@ -88,7 +89,8 @@ def test_vectors_are_unit_rows_whose_dot_products_give_the_scores() -> None:
     batch = VoiceprintBatch.of(voiceprints)
     scores = compare(batch, batch)
     calibration = describe(batch.model).calibration
-    rebuilt = calibration.scale * (vectors @ vectors.T) + calibration.offset
+    traits = Traits.of(batch)
+    rebuilt = llr_from_cosines(vectors @ vectors.T, calibration, traits, traits)
     np.testing.assert_allclose(rebuilt[speech][:, speech], scores[speech][:, speech], atol=2e-5)
     rows = vector_rows(vectors)
     assert len(rows) == 50

@@ -381,7 +381,7 @@ def test_a_user_model_can_be_named_and_calibrated(
     campplus_model: SpeakerModel, tmp_path: Path
 ) -> None:
     path = _user_model_file(campplus_model, tmp_path, "model.onnx")
-    fitted = Calibration(scale=12.5, offset=-3.0)
+    fitted = Calibration.linear(scale=12.5, offset=-3.0)
 
     user_model = load_onnx_speaker_model(path, name="site-a-campplus", calibration=fitted)
 

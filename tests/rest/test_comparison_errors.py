@@ -155,7 +155,7 @@ def test_models_mixed_between_lists_are_422(limited: RunningServer) -> None:
     # voiceprint of it is an unknown model there, and a known one of another list is mixed.
     from voxmatch.models import register
 
-    register(ModelDescription("test-other-model", 192, Calibration(10, -5)))
+    register(ModelDescription("test-other-model", 192, Calibration.linear(10, -5)))
     other = Voiceprint.from_embedding(np.ones(192), speech_length=3, model="test-other-model")
     response = limited.client().post(
         COMPARISON,

@@ -14,7 +14,7 @@ from voxmatch.tasks import TaskContext, TaskStore
 from voxmatch.tasks.jobs import COMPARISON, comparison_handler
 
 # 300 x 200 in one block, and in several blocks with a short last one.
-ONE_BLOCK, SEVERAL_BLOCKS = 64 * 1024 * 1024, 64 * 200 * 8 + 8
+ONE_BLOCK, SEVERAL_BLOCKS = 64 * 1024 * 1024, 64 * 200 * 16 + 16
 
 
 def embeddings(count: int, seed: int) -> np.ndarray:

