@@ -6,7 +6,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from voxmatch.calibration import LinearCalibration, cllr, equal_error_rate
+from voxmatch.calibration import (
+    ConditionCalibration,
+    LinearCalibration,
+    apply_calibration,
+    cllr,
+    equal_error_rate,
+    evaluate,
+    min_cllr,
+)
+from voxmatch.models.registry import Calibration, PairCalibration
 
 
 def simulated_trials(
@@ -67,3 +76,91 @@ def test_equal_error_rate() -> None:
 def test_fit_needs_both_kinds_of_trials() -> None:
     with pytest.raises(ValueError, match="both"):
         LinearCalibration().fit([1.0, 2.0], [True, True])
+
+
+def quality_trials(
+    seed: int,
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    Calibration,
+]:
+    """Trials whose true LLR is a known condition- and speech-dependent line of the score."""
+    truth = Calibration(
+        wideband=PairCalibration(scale=4.0, offset=-1.0, scale_per_log_speech=0.8),
+        cross=PairCalibration(scale=3.0, offset=-2.0),
+        narrowband=PairCalibration(scale=2.5, offset=-3.0, offset_per_log_speech=0.5),
+        speech_cap=30.0,
+        speech_floor=0.5,
+    )
+    rng = np.random.default_rng(seed)
+    count = 60000
+    x = rng.normal(0.0, 1.5, count)
+    conditions = rng.integers(0, 3, count)
+    speech = rng.uniform(0.5, 60.0, count)
+    true_llr = apply_calibration(truth, x, conditions, speech)
+    # Labels drawn with the truth as posterior log-odds.
+    same = rng.random(count) < 1 / (1 + np.exp(-true_llr))
+    return x, same, conditions, speech, truth
+
+
+def test_condition_calibration_recovers_each_pairs_line_and_quality_terms() -> None:
+    x, same, conditions, speech, truth = quality_trials(seed=4)
+    fitted = ConditionCalibration(quality_ridge=0.0, smoothing=False).fit(
+        x, same, conditions, speech
+    )
+    assert fitted.fitted_pairs_ == [0, 1, 2]
+    for index, (got, want) in enumerate(
+        zip(fitted.calibration_.pairs(), truth.pairs(), strict=True)
+    ):
+        # Prior weighting gives the likelihood ratio: the posterior log-odds the labels were
+        # drawn from, less the log-odds of the list's own share of same-speaker trials.
+        share = same[conditions == index].mean()
+        assert got.scale == pytest.approx(want.scale, abs=0.25)
+        assert got.offset == pytest.approx(want.offset - math.log(share / (1 - share)), abs=0.25)
+        assert got.scale_per_log_speech == pytest.approx(want.scale_per_log_speech, abs=0.25)
+        assert got.offset_per_log_speech == pytest.approx(want.offset_per_log_speech, abs=0.25)
+    # The fitted calibration beats one line for all on these trials.
+    line = LinearCalibration().fit(x, same)
+    own = fitted.transform(x, conditions, speech)
+    assert cllr(own[same], own[~same]) < cllr(line.transform(x)[same], line.transform(x)[~same])
+
+
+def test_a_pair_of_conditions_without_enough_trials_takes_the_wideband_fit() -> None:
+    x, same, conditions, speech, _ = quality_trials(seed=5)
+    only_wideband = conditions == 0
+    fitted = ConditionCalibration().fit(
+        x[only_wideband], same[only_wideband], conditions[only_wideband], speech[only_wideband]
+    )
+    assert fitted.fitted_pairs_ == [0]
+    assert fitted.calibration_.pairs() == (fitted.calibration_.wideband,) * 3
+
+
+def test_min_cllr_is_what_the_best_monotonic_map_reaches() -> None:
+    scores, labels, _, _ = simulated_trials(3.0, -1.0, 5000, seed=1)
+    # A badly calibrated system (everything shifted and stretched) keeps its min Cllr.
+    bad = 5 * scores + 7
+    assert cllr(bad[labels], bad[~labels]) > 1.0
+    assert min_cllr(bad[labels], bad[~labels]) == pytest.approx(
+        min_cllr(scores[labels], scores[~labels]), abs=1e-12
+    )
+    # Already well calibrated: PAV can only do slightly better (it overfits the list a little).
+    true_llr = 3.0 * scores + simulated_trials(3.0, -1.0, 5000, seed=1)[3]
+    actual = cllr(true_llr[labels], true_llr[~labels])
+    assert actual - 0.02 < min_cllr(scores[labels], scores[~labels]) <= actual
+
+
+def test_evaluation_counts_trials_on_the_wrong_side() -> None:
+    targets = np.array([-1.0, 0.5, 3.0, 4.0])
+    nontargets = np.array([-5.0, -3.0, -1.0, 0.5, 2.5])
+    result = evaluate(targets, nontargets, dcf_prior=0.5)
+    assert (result.targets, result.nontargets) == (4, 5)
+    assert result.misses_below_0 == 0.25
+    assert result.false_alarms_above_0 == 0.4
+    assert result.false_alarms_above_2 == 0.2
+    # At prior 0.5 the Bayes threshold is 0: 1 miss of 4, 2 false alarms of 5.
+    assert result.actual_dcf == pytest.approx((0.5 * 0.25 + 0.5 * 0.4) / 0.5)
+    assert result.min_dcf <= result.actual_dcf
+    assert 0 <= result.min_cllr <= result.cllr
