@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from voxmatch.models.registry import Calibration
+from voxmatch.models.registry import Calibration, PairCalibration
 from voxmatch.stopping import StopCheck, check
 from voxmatch.voiceprint import WIDEBAND, VoiceprintBatch
 
@@ -112,49 +112,85 @@ def score_matrix(
         raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
     else:
         scores = out
-    columns_side = _Side(column_matrix, column_inverse, column_empty, column_traits, calibration)
+    column_groups = _groups(column_matrix, column_inverse, column_traits, calibration)
     block_rows = rows_per_block(len(column_matrix), memory_budget)
     for start in range(0, len(row_matrix), block_rows):
         check(should_stop, "comparison")
         stop = min(start + block_rows, len(row_matrix))
-        rows_side = _Side(
-            row_matrix[start:stop],
-            row_inverse[start:stop],
-            row_empty[start:stop],
-            row_traits[start:stop],
-            calibration,
+        row_groups = _groups(
+            row_matrix[start:stop], row_inverse[start:stop], row_traits[start:stop], calibration
         )
-        _score_block(rows_side, columns_side, calibration, scores[start:stop])
+        _score_block(row_groups, column_groups, calibration, scores[start:stop])
+        if column_empty.any():
+            scores[start:stop, column_empty] = 0.0
+        if row_empty[start:stop].any():
+            scores[start:stop][row_empty[start:stop]] = 0.0
     return scores
 
 
-class _Side:
-    """One side of a block: embeddings, inverse norms, and the calibration inputs per item."""
+@dataclass(frozen=True)
+class _Group:
+    """The items of one side that share a condition: which they are, and what scoring needs."""
 
-    def __init__(
-        self,
-        embeddings: FloatMatrix,
-        inverse_norms: npt.NDArray[np.float32],
-        empty: npt.NDArray[np.bool_],
-        traits: Traits,
-        calibration: Calibration,
-    ) -> None:
-        self.embeddings = embeddings
-        self.inverse_norms = inverse_norms
-        self.empty = empty
-        self.conditions = traits.conditions
-        self.uniform_condition = (
-            int(traits.conditions[0])
-            if len(traits) and (traits.conditions == traits.conditions[0]).all()
-            else None
+    items: slice | npt.NDArray[np.intp]
+    """All items of the side (a slice), or the indices of this condition's items."""
+    embeddings: FloatMatrix
+    inverse_norms: npt.NDArray[np.float32]
+    log_speech: npt.NDArray[np.float32]
+    """The quality measure of each item alone; a pair's is the lower of its two items'."""
+    condition: int
+
+    def __len__(self) -> int:
+        return len(self.inverse_norms)
+
+
+def _groups(
+    embeddings: FloatMatrix,
+    inverse_norms: npt.NDArray[np.float32],
+    traits: Traits,
+    calibration: Calibration,
+) -> list[_Group]:
+    clipped = np.clip(traits.speech_lengths, calibration.speech_floor, calibration.speech_cap)
+    log_speech = np.log(clipped / np.float32(calibration.speech_cap)).astype(np.float32)
+    present = np.unique(traits.conditions)
+    if len(present) <= 1:
+        condition = int(present[0]) if len(present) else WIDEBAND
+        return [_Group(slice(None), embeddings, inverse_norms, log_speech, condition)]
+    # Mixed conditions: each condition's items are gathered (a copy of that side's rows), so
+    # that every pair of groups is scored with one calibration on contiguous arrays.
+    groups = []
+    for condition in present.tolist():
+        items = np.flatnonzero(traits.conditions == condition)
+        groups.append(
+            _Group(items, embeddings[items], inverse_norms[items], log_speech[items], condition)
         )
-        # The quality measure of each side alone; a pair's is the lower of its two sides'.
-        clipped = np.clip(traits.speech_lengths, calibration.speech_floor, calibration.speech_cap)
-        self.log_speech = np.log(clipped / np.float32(calibration.speech_cap)).astype(np.float32)
-        self.full_speech = bool((self.log_speech >= 0).all())
+    return groups
 
 
-def _score_block(rows: _Side, columns: _Side, calibration: Calibration, out: FloatMatrix) -> None:
+def _score_block(
+    row_groups: list[_Group],
+    column_groups: list[_Group],
+    calibration: Calibration,
+    out: FloatMatrix,
+) -> None:
+    pairs = calibration.pairs()
+    if len(row_groups) == 1 and len(column_groups) == 1:
+        rows, columns = row_groups[0], column_groups[0]
+        _score_region(rows, columns, pairs[rows.condition + columns.condition], out)
+        return
+    for rows in row_groups:
+        for columns in column_groups:
+            region = np.empty((len(rows), len(columns)), np.float32)
+            _score_region(rows, columns, pairs[rows.condition + columns.condition], region)
+            if isinstance(rows.items, slice):
+                out[:, columns.items] = region
+            elif isinstance(columns.items, slice):
+                out[rows.items] = region
+            else:
+                out[np.ix_(rows.items, columns.items)] = region
+
+
+def _score_region(rows: _Group, columns: _Group, pair: PairCalibration, out: FloatMatrix) -> None:
     # Raw dot products scaled by the inverse norms afterwards: normalising the inputs first
     # would copy them, and one side may be 50,000 embeddings. The two inverse norms are
     # multiplied together before they touch the dot product, so this scaling of a pair does
@@ -165,41 +201,44 @@ def _score_block(rows: _Side, columns: _Side, calibration: Calibration, out: Flo
     # on `a`, as gRPC does, and transposes afterwards (tasks/jobs.py).
     np.matmul(rows.embeddings, columns.embeddings.T, out=out)
     factors = np.multiply.outer(rows.inverse_norms, columns.inverse_norms)
-    pairs = calibration.pairs()
-    with_quality = not (rows.full_speech and columns.full_speech) and any(
-        pair.scale_per_log_speech or pair.offset_per_log_speech for pair in pairs
+    quality_terms = pair.scale_per_log_speech != 0 or pair.offset_per_log_speech != 0
+    full_speech = (rows.log_speech >= 0).all() and (columns.log_speech >= 0).all()
+    if not quality_terms or full_speech:
+        factors *= np.float32(pair.scale)
+        out *= factors
+        out += np.float32(pair.offset)
+        return
+    # The pair's quality q is the lower of its two sides'. Scale and offset are each affine in
+    # q, so each is also the lower (or, for a negative slope, the higher) of its two sides'
+    # values: one outer minimum per term instead of per-pair arithmetic on q.
+    per_pair = np.empty_like(factors)
+    _pairwise_extreme(
+        np.float32(pair.scale) + np.float32(pair.scale_per_log_speech) * rows.log_speech,
+        np.float32(pair.scale) + np.float32(pair.scale_per_log_speech) * columns.log_speech,
+        pair.scale_per_log_speech,
+        per_pair,
     )
-    if rows.uniform_condition is not None and columns.uniform_condition is not None:
-        pair = pairs[rows.uniform_condition + columns.uniform_condition]
-        scale: npt.NDArray[np.float32] | np.float32 = np.float32(pair.scale)
-        offset: npt.NDArray[np.float32] | np.float32 = np.float32(pair.offset)
-        scale_per_log: npt.NDArray[np.float32] | np.float32 = np.float32(pair.scale_per_log_speech)
-        offset_per_log: npt.NDArray[np.float32] | np.float32 = np.float32(
-            pair.offset_per_log_speech
-        )
-    else:
-        pair_index = np.add.outer(rows.conditions, columns.conditions)
-        scale, offset, scale_per_log, offset_per_log = (
-            np.take(np.array(values, np.float32), pair_index)
-            for values in zip(
-                *(
-                    (p.scale, p.offset, p.scale_per_log_speech, p.offset_per_log_speech)
-                    for p in pairs
-                ),
-                strict=True,
-            )
-        )
-    if with_quality:
-        quality = np.minimum.outer(rows.log_speech, columns.log_speech)
-        scale = scale + scale_per_log * quality
-        offset = offset + offset_per_log * quality
-    factors *= scale
+    factors *= per_pair
     out *= factors
-    out += offset
-    if columns.empty.any():
-        out[:, columns.empty] = 0.0
-    if rows.empty.any():
-        out[rows.empty] = 0.0
+    _pairwise_extreme(
+        np.float32(pair.offset) + np.float32(pair.offset_per_log_speech) * rows.log_speech,
+        np.float32(pair.offset) + np.float32(pair.offset_per_log_speech) * columns.log_speech,
+        pair.offset_per_log_speech,
+        per_pair,
+    )
+    out += per_pair
+
+
+def _pairwise_extreme(
+    row_values: npt.NDArray[np.float32],
+    column_values: npt.NDArray[np.float32],
+    slope: float,
+    out: FloatMatrix,
+) -> None:
+    """out[r, c] = the value an affine function of slope `slope` takes at the lower quality of
+    the pair, from its values at each side's quality."""
+    extreme = np.minimum if slope >= 0 else np.maximum
+    extreme.outer(row_values, column_values, out=out)
 
 
 def llr_from_cosines(
