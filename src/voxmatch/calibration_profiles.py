@@ -254,10 +254,10 @@ def save_profile(profile: CalibrationProfile, folder: Path, *, replace: bool = F
 class ProfileLibrary:
     """The profiles of a folder, found by name when asked: a profile saved there while the
     server runs is found by the next request, and a changed file is read again (the cache is
-    keyed by the file's modification time and size)."""
+    keyed by the file's inode, modification time and size)."""
 
     folder: Path
-    _cache: dict[str, tuple[tuple[int, int], CalibrationProfile]] = field(default_factory=dict)
+    _cache: dict[str, tuple[tuple[int, int, int], CalibrationProfile]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def find(self, name: str) -> CalibrationProfile:
@@ -272,7 +272,7 @@ class ProfileLibrary:
             raise UnknownProfileError(self._unknown(name)) from None
         except OSError as error:
             raise ProfileError(f"cannot read profile {name!r}: {error.strerror}") from None
-        stamp = (status.st_mtime_ns, status.st_size)
+        stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
         with self._lock:
             cached = self._cache.get(name)
         if cached is not None and cached[0] == stamp:
