@@ -83,10 +83,13 @@ def calibration_from_json(document: object) -> Calibration:
         )
         for condition in _CONDITION_PAIRS
     }
+    wideband = pairs["wideband"]
+    # A pair the same as the wideband one is read as the wideband one standing in (None), as
+    # a fit leaves it: a calibration then reads back equal to the one written.
     calibration = Calibration(
-        wideband=pairs["wideband"],
-        cross=pairs["cross"],
-        narrowband=pairs["narrowband"],
+        wideband=wideband,
+        cross=None if pairs["cross"] == wideband else pairs["cross"],
+        narrowband=None if pairs["narrowband"] == wideband else pairs["narrowband"],
         speech_cap=_number(fields["speech_cap"], "calibration.speech_cap"),
         speech_floor=_number(fields["speech_floor"], "calibration.speech_floor"),
     )
