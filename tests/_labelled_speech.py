@@ -16,6 +16,7 @@ def speaker_folders(root: Path) -> Path:
     """AN4 and LibriVox laid out as a user would: `root/<speaker>/<recording>`, 13 real
     recordings of 6 speakers (3 of them with one recording only), 14 same-speaker trials."""
     for speech in corpora.an4_files() + corpora.librivox_files():
+        assert speech.speaker is not None, "both corpora name every speaker"
         folder = root / speech.speaker
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(speech.path, folder / speech.path.name)

@@ -161,6 +161,7 @@ def test_a_bad_line_in_a_list_file_is_named(tmp_path: Path) -> None:
 def test_speakers_of_one_recording_each_give_no_same_speaker_trial(tmp_path: Path) -> None:
     files = corpora.an4_files()
     for speech in (files[0], files[3]):  # fash and fbbh: one recording each
+        assert speech.speaker is not None
         folder = tmp_path / "speech" / speech.speaker
         folder.mkdir(parents=True)
         shutil.copyfile(speech.path, folder / speech.path.name)
