@@ -118,11 +118,12 @@ def test_enough_speakers_give_a_cross_validated_figure(tmp_path: Path) -> None:
         sf.write(clips / name, corpora.load_segment(segment), 16000)
         lines.append(f"{name}\t{segment.speaker}")
     (clips / "labels.tsv").write_text("\n".join(lines) + "\n")
+    # No --out: the profile goes where the server looks, the profiles folder of the data folder.
     result = run_voxmatch(
-        "calibrate", "meetings", "speech", "clips/labels.tsv", "--out", "out", cwd=tmp_path
+        "calibrate", "meetings", "speech", "clips/labels.tsv", "--data-dir", "data", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    profile = load_profile(tmp_path / "out" / "meetings.json")
+    profile = load_profile(tmp_path / "data" / "calibration-profiles" / "meetings.json")
     speakers = {segment.speaker for segment in corpora.ami_segments(2.0)}
     assert profile.provenance.speakers >= len(speakers) + 4  # AN4 and LibriVox: 6 speakers
     cross_validated = profile.provenance.cross_validated

@@ -709,8 +709,10 @@ def calibrate(
         except FittingError as error:
             bars.fail(str(error), code=2)
     try:
-        saved = save_profile(report.profile, folder, replace=force)
+        folder.mkdir(parents=True, exist_ok=True)
+        # The plots first: a profile in the folder is the sign that the run went through.
         plots = write_plots(report, folder)
+        saved = save_profile(report.profile, folder, replace=force)
     except FileExistsError:
         _fail(f"profile {name!r} appeared at {target} meanwhile; use --force to replace it", 2)
     except OSError as error:
