@@ -595,8 +595,8 @@ def calibrate(
         Path | None,
         typer.Option(
             "--out",
-            help="Folder for the profile and its plots [default: the configured"
-            " calibration_profiles_dir]",
+            help="Folder for the profile and its plots (default: the configured"
+            " calibration_profiles_dir, where the server looks).",
             file_okay=False,
         ),
     ] = None,
