@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch.calibration_profiles import CalibrationProfile
 from voxmatch.merging import merge_voiceprints
-from voxmatch.models.registry import describe
+from voxmatch.models.registry import Calibration, describe
 from voxmatch.scoring import Traits, score_matrix
 from voxmatch.stopping import StopCheck
 from voxmatch.vectors import vector_rows, vector_voiceprints
@@ -81,13 +82,17 @@ def compare(
     voiceprints_a: Sequence[Voiceprint] | VoiceprintBatch,
     voiceprints_b: Sequence[Voiceprint] | VoiceprintBatch,
     *,
+    calibration: Calibration | CalibrationProfile | None = None,
     should_stop: StopCheck | None = None,
 ) -> npt.NDArray[np.float32]:
     """Calibrated LLR scores with scores[i, j] = LLR(voiceprints_a[i], voiceprints_b[j]).
 
     Note the orientation: rows follow `voiceprints_a`, as in the gRPC API. The SPE4 REST result
-    is the transpose (its rows follow voiceprints_b). `should_stop` is asked between blocks of
-    rows; when it returns True, `Stopped` is raised.
+    is the transpose (its rows follow voiceprints_b). `calibration` is the model's shipped
+    calibration unless given: a `Calibration`, or a calibration profile
+    (`voxmatch.calibration_profiles.load_profile(path)`; ProfileError if it was fitted for
+    another model). `should_stop` is asked between blocks of rows; when it returns True,
+    `Stopped` is raised.
     """
     batch_a = VoiceprintBatch.coerce(voiceprints_a)
     batch_b = VoiceprintBatch.coerce(voiceprints_b)
@@ -98,11 +103,13 @@ def compare(
             f"voiceprints of model {batch_b.model!r} cannot be compared with voiceprints of"
             f" model {batch_a.model!r}",
         )
-    calibration = describe(batch_a.model).calibration
+    if isinstance(calibration, CalibrationProfile):
+        calibration.check_model(batch_a.model)
+        calibration = calibration.calibration
     return score_matrix(
         batch_a.embeddings,
         batch_b.embeddings,
-        calibration,
+        calibration or describe(batch_a.model).calibration,
         row_traits=Traits.of(batch_a),
         column_traits=Traits.of(batch_b),
         should_stop=should_stop,

@@ -26,6 +26,8 @@ from voxmatch.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from voxmatch.profile_fitting import CalibrationReport
+
 app = typer.Typer(
     name="voxmatch",
     help="Open speaker identification: SPE4-compatible server, voiceprints, comparison.",
@@ -574,6 +576,194 @@ def add_api_key(
         _fail(str(error), code=2)
     typer.echo(key)
     typer.echo(f"added key {name!r} to {target}; it is not shown again", err=True)
+
+
+@app.command()
+def calibrate(
+    name: Annotated[
+        str, typer.Argument(help="The profile's name: letters, digits, '.', '_', '-' (<= 64).")
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Folders holding one sub-folder per speaker (recordings in any format the"
+            " server reads, and/or .vp voiceprints), or list files of path<TAB>speaker lines.",
+            exists=True,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the profile and its plots (default: the configured"
+            " calibration_profiles_dir, where the server looks).",
+            file_okay=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a profile of that name.")] = False,
+    dcf_prior: Annotated[
+        float,
+        typer.Option(
+            "--dcf-prior", help="Target prior of the detection cost (DCF).", min=1e-6, max=0.5
+        ),
+    ] = 0.01,
+    prior: Annotated[
+        float,
+        typer.Option(
+            "--prior", help="Target prior the calibration is fitted at.", min=0.01, max=0.99
+        ),
+    ] = 0.5,
+    progress: ProgressOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Fit a calibration profile on your own labelled speech, report how well it does, save it.
+
+    Every pair of different recordings is a trial (a recording of several channels counts as
+    their mix). The table compares the shipped calibration and the fitted one on those trials,
+    and, with 4 speakers or more, gives a speaker-disjoint cross-validated figure: what to
+    expect on speakers the profile has not seen. Writes NAME.json (the profile), NAME.det.png
+    and NAME.tippett.png into --out; a comparison request names it as "calibration": "NAME".
+    See docs/calibration-profiles.md.
+    """
+    from voxmatch._voiceprint_files import VoiceprintFileError, read_voiceprints
+    from voxmatch.assets import reporting_downloads
+    from voxmatch.calibration_profiles import ProfileError, profile_path, save_profile
+    from voxmatch.models.registry import describe
+    from voxmatch.models.speaker_model import SpeakerModelError
+    from voxmatch.profile_fitting import FittingError, fit_profile, labelled_files, write_plots
+    from voxmatch.shared_extractor import SharedExtractor, build_extractor
+    from voxmatch.voiceprint import Voiceprint, VoiceprintError
+
+    settings = _settings(config, data_dir=data_dir)
+    folder = out or settings.calibration_profiles
+    try:
+        target = profile_path(folder, name)
+    except ProfileError as error:
+        _fail(str(error), code=2)
+    if target.exists() and not force:
+        _fail(f"profile {name!r} exists ({target}); use --force to replace it", code=2)
+    try:
+        files, warnings = labelled_files(inputs)
+    except FittingError as error:
+        _fail(str(error), code=2)
+    listed_speakers = len({item.speaker for item in files})
+    if listed_speakers < 2:
+        _fail(f"calibration needs recordings of at least 2 speakers, found {listed_speakers}", 2)
+    speaker_of = {item.path: item.speaker for item in files}
+    voiceprints: list[Voiceprint] = []
+    speakers: list[str] = []
+    with _Progress(progress) as bars:
+        for warning in warnings:
+            bars.warn(warning)
+        extractor: SharedExtractor | None = None
+        for path in bars.files(list(speaker_of)):
+            if path.suffix.lower() == ".vp":
+                try:
+                    _, batch = read_voiceprints([path])
+                except (VoiceprintFileError, VoiceprintError) as error:
+                    bars.warn(f"{error}; left out")
+                    continue
+                found = list(batch)
+            else:
+                if extractor is None:
+                    try:
+                        with (
+                            reporting_downloads(bars.download),
+                            bars.step("loading the speaker model"),
+                        ):
+                            extractor = build_extractor(settings)
+                            extractor.get()
+                    except Exception as error:  # noqa: BLE001 - fetching, converting: errors vary
+                        bars.fail(f"cannot load the speaker model: {error}")
+                try:
+                    with bars.recording(path.name) as on_progress:
+                        results = extractor.get().extract_source(
+                            path,
+                            channel_mode="mix",
+                            max_duration=settings.max_audio_seconds,
+                            on_progress=on_progress,
+                        )
+                except (OSError, ValueError, SpeakerModelError) as error:  # AudioError: ValueError
+                    bars.warn(f"{path}: {getattr(error, 'strerror', None) or error}; left out")
+                    continue
+                found = [result.extraction.voiceprint for result in results]
+            for voiceprint in found:
+                if voiceprint.speech_length == 0:
+                    bars.warn(f"{path}: no speech found; left out")
+                    continue
+                voiceprints.append(voiceprint)
+                speakers.append(speaker_of[path])
+        for speaker in sorted(set(speaker_of.values())):
+            if speakers.count(speaker) == 1:
+                bars.warn(
+                    f"speaker {speaker!r} has one usable recording: it gives no same-speaker trial"
+                )
+        if not voiceprints:
+            bars.fail("none of the recordings could be used", code=2)
+        shipped = describe(voiceprints[0].model).calibration
+        try:
+            report = fit_profile(
+                name, voiceprints, speakers, shipped, prior=prior, dcf_prior=dcf_prior
+            )
+        except FittingError as error:
+            bars.fail(str(error), code=2)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # The plots first: a profile in the folder is the sign that the run went through.
+        plots = write_plots(report, folder)
+        saved = save_profile(report.profile, folder, replace=force)
+    except FileExistsError:
+        _fail(f"profile {name!r} appeared at {target} meanwhile; use --force to replace it", 2)
+    except OSError as error:
+        _fail(f"cannot write into {folder}: {error.strerror}")
+    _print_calibration_report(report)
+    for path in (saved, *plots):
+        typer.echo(f"wrote {path}")
+
+
+def _print_calibration_report(report: CalibrationReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    provenance = report.profile.provenance
+    # Redirected to a file, the table is kept whole rather than squeezed into 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    console.print(
+        f"{provenance.recordings} recordings of {provenance.speakers} speakers:"
+        f" {provenance.target_trials} same-speaker and {provenance.nontarget_trials}"
+        f" different-speaker trials; pairs of conditions fitted on their own trials:"
+        f" {', '.join(provenance.fitted_pairs)} (the others use the wideband fit)",
+        highlight=False,
+    )
+    prior = report.fitted.evaluation.dcf_prior
+    table = Table(
+        title=f"calibration profile {report.profile.name} (DCF at target prior {prior:g})"
+    )
+    table.add_column("calibration")
+    for heading in ("EER", "Cllr", "min Cllr", "DCF", "min DCF", "FA > 0", "FA > 2", "miss < 0"):
+        table.add_column(heading, justify="right")
+    for scored in report.scored():
+        figures = scored.evaluation
+        table.add_row(
+            scored.label,
+            f"{figures.eer:.2%}",
+            f"{figures.cllr:.3f}",
+            f"{figures.min_cllr:.3f}",
+            f"{figures.actual_dcf:.3f}",
+            f"{figures.min_dcf:.3f}",
+            f"{figures.false_alarms_above_0:.1%}",
+            f"{figures.false_alarms_above_2:.1%}",
+            f"{figures.misses_below_0:.1%}",
+        )
+    console.print(table)
+    console.print(
+        "DCF: actual detection cost; FA > 0, FA > 2: different-speaker trials above LLR 0 and 2;"
+        " miss < 0: same-speaker trials below LLR 0. The fitted row is measured on the trials it"
+        " was fitted on.",
+        highlight=False,
+    )
+    console.print(report.cross_validation_note, highlight=False)
 
 
 def main() -> None:

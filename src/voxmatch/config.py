@@ -147,6 +147,13 @@ class Settings(BaseSettings):
         description="File of API keys (`voxmatch keys add NAME`): when set, every request needs"
         " a key, and a task is seen only by the key that created it. See docs/api-keys.md.",
     )
+    calibration_profiles_dir: Path | None = Field(
+        None,
+        description="Folder of calibration profiles (`voxmatch calibrate` writes them), which a"
+        " comparison request may name (its `calibration` field); profiles added while the"
+        " server runs are found without a restart. Default: `calibration-profiles` in"
+        " `data_dir`. See docs/calibration-profiles.md.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
@@ -173,6 +180,11 @@ class Settings(BaseSettings):
     def model_cache(self) -> Path:
         """The folder model files are cached in: `model_cache_dir`, else the user's cache."""
         return self.model_cache_dir or user_model_cache_dir()
+
+    @property
+    def calibration_profiles(self) -> Path:
+        """The folder of calibration profiles: `calibration_profiles_dir`, else in `data_dir`."""
+        return self.calibration_profiles_dir or self.data_dir / "calibration-profiles"
 
     @property
     def compute_slot_count(self) -> int:

@@ -23,7 +23,7 @@ ROUTES: dict[str, type[msgspec.Struct]] = {
     "/api/technology/speaker-identification-voiceprint-conversion": VoiceprintsBody,
 }
 
-_SHAPE_KEYS = ("type", "items")
+_SHAPE_KEYS = ("type", "items", "anyOf")
 """What a field is (as opposed to how it is described)."""
 
 
@@ -61,6 +61,8 @@ def test_the_documented_body_is_the_decoded_body(openapi: dict[str, Any], path: 
         assert {key: documented.get(key) for key in _SHAPE_KEYS} == {
             key: field.get(key) for key in _SHAPE_KEYS
         }, name
+        if field.get("type") != "array":
+            continue
         # The decoder leaves list lengths to the request rules: the document states their bound.
         assert documented["minItems"] == 1, name
         assert "maxItems" not in documented, name  # a setting, given in the description

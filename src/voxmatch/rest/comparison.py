@@ -11,9 +11,16 @@ import msgspec
 import numpy.typing as npt
 from fastapi import APIRouter
 
+from voxmatch.calibration_profiles import (
+    ProfileError,
+    ProfileLibrary,
+    UnknownProfileError,
+    calibration_to_json,
+)
 from voxmatch.config import Settings
 from voxmatch.request_checks import RequestError, check_comparison_lists
 from voxmatch.rest.bodies import body_error, decode_body, decode_voiceprints
+from voxmatch.rest.errors import validation_error
 from voxmatch.rest.schemas import ComparisonRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
 from voxmatch.tasks import COMPARISON, JsonObject, TaskRecord
@@ -29,6 +36,7 @@ class ComparisonBody(msgspec.Struct):
 
     voiceprints_a: list[str]
     voiceprints_b: list[str]
+    calibration: str | None = None
 
 
 _decoder = msgspec.json.Decoder(ComparisonBody)
@@ -44,14 +52,34 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
     }
 
 
+def _profile_calibration(library: ProfileLibrary, name: str, model: str) -> JsonObject:
+    """The task params that fix the named profile's calibration: the calibration itself, not
+    its name, so that the task scores the same after a restart whatever happens to the file."""
+    location: list[str | int] = ["body", "calibration"]
+    try:
+        profile = library.find(name)
+        profile.check_model(model)
+    except UnknownProfileError as error:
+        raise validation_error(location, str(error), "calibration.unknown-profile") from None
+    except ProfileError as error:
+        log.warning("calibration profile %r in %s: %s", name, library.folder, error)
+        raise validation_error(location, str(error), "calibration.unusable-profile") from None
+    return {
+        "calibration_profile": profile.name,
+        "calibration": calibration_to_json(profile.calibration),
+    }
+
+
 def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
     runner = tasks.runner
     router = APIRouter(tags=["Voiceprint comparison"])
+    profiles = ProfileLibrary(settings.calibration_profiles)
 
     def accept(body: bytes, request_id: str, correlation_id: str) -> TaskRecord:
         started = time.perf_counter()
         parsed = decode_body(_decoder, body)
         list_a, list_b = parsed.voiceprints_a, parsed.voiceprints_b
+        profile_name = parsed.calibration
         del parsed
         try:
             check_comparison_lists(
@@ -62,11 +90,16 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
         batch_a = decode_voiceprints("voiceprints_a", list_a)
         batch_b = decode_voiceprints("voiceprints_b", list_b, model=batch_a.model)
         del list_a, list_b
+        calibration = (
+            {}
+            if profile_name is None
+            else _profile_calibration(profiles, profile_name, batch_a.model)
+        )
         decoded = time.perf_counter()
         record = submit_or_429(
             runner,
             COMPARISON,
-            params={"model": batch_a.model, "rows": "b"},
+            params={"model": batch_a.model, "rows": "b", **calibration},
             arrays={
                 "a": batch_a.embeddings,
                 "a_conditions": batch_a.conditions,
@@ -101,7 +134,10 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " `rows_count` = len(voiceprints_b), `columns_count` = len(voiceprints_a), and"
             " values[r * columns_count + c] = score(voiceprints_a[c], voiceprints_b[r]);"
             " scores are calibrated log-likelihood ratios. A bad voiceprint is a 422 naming"
-            " its list and index."
+            " its list and index. voxmatch addition: `calibration` names a calibration profile"
+            " (of `calibration_profiles_dir`, fitted for the voiceprints' model by `voxmatch"
+            " calibrate`) to use instead of the model's shipped calibration; an unknown or"
+            ' unusable profile is a 422 at `["body", "calibration"]`.'
         ),
     )
     add_task_routes(router, tasks, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")

@@ -50,6 +50,12 @@ class ComparisonRequest(BaseModel):
     voiceprints_b: list[str] = Field(
         min_length=1, description="Base64 voiceprints; they are the rows of the result."
     )
+    calibration: str | None = Field(
+        None,
+        description="voxmatch addition: the name of a calibration profile (in"
+        " `calibration_profiles_dir`, fitted for the voiceprints' model) to score with; absent"
+        " or null: the model's shipped calibration.",
+    )
 
 
 class VoiceprintsRequest(BaseModel):

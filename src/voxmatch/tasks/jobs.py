@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from voxmatch.calibration_profiles import calibration_from_json
 from voxmatch.models.registry import Calibration, describe
 from voxmatch.scoring import FloatMatrix, Traits, rows_per_block, score_matrix
 from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.kinds import Handler, TaskContext, TaskOutcome, WorkDone
+from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
 
 COMPARISON = "comparison"
@@ -30,7 +32,7 @@ def comparison_handler(memory_budget: int) -> Handler:
     """
 
     def compare(context: TaskContext) -> TaskOutcome:
-        calibration = describe(context.params["model"]).calibration
+        calibration = _calibration(context.params)
         inputs_a, inputs_b = _Inputs.of(context, "a"), _Inputs.of(context, "b")
         if context.params.get("rows") == "b":
             scores = _scores_on_b(context, inputs_a, inputs_b, calibration, memory_budget)
@@ -53,6 +55,15 @@ def comparison_handler(memory_budget: int) -> Handler:
         )
 
     return compare
+
+
+def _calibration(params: JsonObject) -> Calibration:
+    """The calibration stored with the task (a named profile's, as it was when the task was
+    accepted), else the model's shipped one."""
+    stored = params.get("calibration")
+    if stored is None:
+        return describe(params["model"]).calibration
+    return calibration_from_json(stored)
 
 
 @dataclass(frozen=True)
