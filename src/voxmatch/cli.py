@@ -557,8 +557,8 @@ def add_api_key(
         Path | None,
         typer.Option(
             "--file",
-            help="Key file to append to (created owner-only) [default: the configured"
-            " api_keys_file]",
+            help="Key file to append to (created owner-only) (default: the configured"
+            " api_keys_file)",
             dir_okay=False,
         ),
     ] = None,
