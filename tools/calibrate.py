@@ -510,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     normed = experiment.fit_everyone(AS_NORM_CHOSEN)
     print(
         f"\nWith {AS_NORM_CHOSEN.name} (score = s_norm / {AS_NORM_UNIT:g}), fit on every speaker:"
-        f"\n    narrowband={calibration_source(normed).splitlines()[3].strip()}"
+        f"\n    {calibration_source(normed).splitlines()[3].strip()}"
     )
     return 0
 
