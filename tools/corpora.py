@@ -24,6 +24,7 @@ It lives outside the package (not in the wheel): nothing here is for the server 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -33,16 +34,18 @@ import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
+import soundfile
 from numpy.typing import NDArray
 
 from voxmatch import assets
 from voxmatch.assets import AssetError, RegistryAsset
-from voxmatch.audio import TimeRange, decode
+from voxmatch.audio import SAMPLE_RATE, TimeRange, decode
 
 CACHE_ENV = "VOXMATCH_TEST_CACHE"
 DEBIAN_MIRROR_ENV = "VOXMATCH_DEBIAN_MIRROR"
@@ -691,6 +694,231 @@ def _write_atomically(target: Path, payload: bytes) -> None:
     # NamedTemporaryFile is private to its creator; the cache is shared by every test process.
     os.chmod(out.name, 0o644)
     os.replace(out.name, target)
+
+
+# --- Words of ktuberling-data, joined into clips per language voice ------------------------
+
+_KTUBERLING_DEB = Pinned(
+    "pool/main/k/ktuberling/ktuberling-data_22.12.3-1_all.deb",
+    "fba44c875bfa31ea488dadd9263e87a4dcaea0bd47d28817f6c0dc6d2af970ed",
+    46_661_752,
+)
+_KTUBERLING_ROOT = "./usr/share/ktuberling/"
+# Language folders whose words of the default playground are wideband (22-48 kHz) and sound
+# like one person (every pair of clips above 0.45 cosine; docs/data.md). Left out: da (its
+# clips split into two voices), fr (its sound theme names files the package lacks), id (no
+# files), the sr@ variants (byte-identical copies of sr) and the 8 kHz folders es, fi, it, nds,
+# nl, pt, sv.
+_KTUBERLING_LANGUAGES = (
+    "ca", "de", "el", "en", "ga", "gl", "lt", "nn", "ro", "ru", "sl", "sr", "uk", "wa",
+)  # fmt: skip
+_KTUBERLING_CLIP_SECONDS = 3.0
+_KTUBERLING_GAP_SECONDS = 0.2
+
+
+def ktuberling_files() -> list[SpeechFile]:
+    """Clips of >= 3 s of one voice each: the words of ktuberling's default playground (20
+    objects: ball, bow, coat, ...) in each of 14 languages, one voice per language.
+
+    The package holds one short word per file (about 0.8 s); a speaker model needs more, so
+    the words are joined in the order of the playground, with 0.2 s of silence between them,
+    and a clip ends as soon as it reaches 3 s (the words left over are dropped). A language
+    folder can hold several voices (later themes were recorded by others), so only the words
+    of the default playground, recorded first, are used. The clips are written once into the
+    cache as 16 kHz WAV files.
+    """
+    folder = cache_dir() / "corpora" / Path(_KTUBERLING_DEB.member).stem
+    entries = _read_manifest(folder, _KTUBERLING_DEB)
+    if entries is None:
+        entries = _make_ktuberling_clips(folder)
+    return [
+        SpeechFile(
+            "ktuberling",
+            str(Path(relative).with_suffix("")),
+            folder / relative,
+            f"ktuberling:{Path(relative).parent.name}",
+            seconds,
+        )
+        for relative, (_, seconds) in sorted(entries.items())
+    ]
+
+
+def _make_ktuberling_clips(folder: Path) -> dict[str, tuple[int, float]]:
+    label = Path(_KTUBERLING_DEB.member).name
+    data_tar = ar_member(_download_debian(_KTUBERLING_DEB), "data.tar.", label)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data_tar)) as bundle:
+            members = {
+                info.name: source.read()
+                for info in bundle
+                if info.isfile()
+                and info.name.startswith(_KTUBERLING_ROOT)
+                and (source := bundle.extractfile(info)) is not None
+            }
+    except (tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {label}: {error}") from error
+    playground = _xml_attributes(members[_KTUBERLING_ROOT + "pics/default_theme.theme"], "object")
+    words = list(dict.fromkeys(a["sound"] for a in playground if "sound" in a))
+    entries: dict[str, tuple[int, float]] = {}
+    for language in _KTUBERLING_LANGUAGES:
+        theme = members[f"{_KTUBERLING_ROOT}sounds/{language}.soundtheme"]
+        files = {a["name"]: a["file"] for a in _xml_attributes(theme, "sound")}
+        recordings = [
+            members[f"{_KTUBERLING_ROOT}sounds/{files[word]}"] for word in words if word in files
+        ]
+        for number, clip in enumerate(_join_words(recordings)):
+            relative = f"{language}/clip-{number:02d}.wav"
+            buffer = io.BytesIO()
+            soundfile.write(buffer, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+            _write_atomically(folder / relative, buffer.getvalue())
+            entries[relative] = (buffer.getbuffer().nbytes, round(clip.size / SAMPLE_RATE, 4))
+    manifest = {"package_sha256": _KTUBERLING_DEB.sha256, "files": entries}
+    _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    return entries
+
+
+def _join_words(recordings: list[bytes]) -> list[NDArray[np.float32]]:
+    gap = np.zeros(round(_KTUBERLING_GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    clips: list[NDArray[np.float32]] = []
+    pending: list[NDArray[np.float32]] = []
+    for recording in recordings:
+        if pending:
+            pending.append(gap)
+        pending.append(decode(recording).mix().samples)
+        if sum(part.size for part in pending) >= _KTUBERLING_CLIP_SECONDS * SAMPLE_RATE:
+            clips.append(np.concatenate(pending))
+            pending = []
+    return clips
+
+
+def _xml_attributes(document: bytes, tag: str) -> list[dict[str, str]]:
+    """The attributes of every `tag` element of a small, trusted XML file of the package."""
+    return [dict(element.attrib) for element in ElementTree.fromstring(document).iter(tag)]
+
+
+# --- Every corpus, described; the single-speaker recordings of each band ------------------
+
+WIDEBAND = "wideband"
+NARROWBAND = "narrowband"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What one source is; docs/data.md has the same figures, and the tests check them."""
+
+    name: str
+    """The `SpeechFile.corpus` of its files."""
+    package: str
+    licence: str
+    band: str
+    """WIDEBAND (16 kHz or more) or NARROWBAND (8 kHz telephone band)."""
+    speakers: int
+    files: int
+    single_speaker: bool
+    """Whether each file has one speaker (AMI meetings have several: use `ami_segments`)."""
+    list_files: Callable[[], list[SpeechFile]]
+
+
+CORPORA = (
+    Corpus(
+        "ami",
+        "PyPI pyannote.audio 4.0.7 (sdist)",
+        "AMI Meeting Corpus, CC BY 4.0 (package MIT)",
+        WIDEBAND,
+        speakers=27,
+        files=14,
+        single_speaker=False,
+        list_files=ami_files,
+    ),
+    Corpus(
+        "an4",
+        "PyPI espnet 202611 (sdist)",
+        "CMU AN4, BSD-style (package Apache-2.0)",
+        WIDEBAND,
+        speakers=5,
+        files=8,
+        single_speaker=True,
+        list_files=an4_files,
+    ),
+    Corpus(
+        "librivox",
+        "Debian pocketsphinx-testdata 0.8+5prealpha+1-15",
+        "LibriVox, public domain (package BSD-2-Clause)",
+        WIDEBAND,
+        speakers=1,
+        files=5,
+        single_speaker=True,
+        list_files=librivox_files,
+    ),
+    Corpus(
+        "asterisk-g722",
+        "Debian asterisk-core-sounds-{en,fr,it,ru}-g722 1.6.1-1",
+        "CC BY-SA 3.0 (en, fr), CC BY 3.0 (it, ru)",
+        WIDEBAND,
+        speakers=4,
+        files=1408,
+        single_speaker=True,
+        list_files=asterisk_wideband_files,
+    ),
+    Corpus(
+        "ktuberling",
+        "Debian ktuberling-data 4:22.12.3-1",
+        "GPL-2+",
+        WIDEBAND,
+        speakers=14,
+        files=67,
+        single_speaker=True,
+        list_files=ktuberling_files,
+    ),
+    Corpus(
+        "asterisk-gsm",
+        "Debian asterisk-core-sounds-{en,es,fr,it,ru}-gsm 1.6.1-1, "
+        "asterisk-prompt-it-menardi-gsm 1:1.4.22+mm20110907-3.1, "
+        "asterisk-prompt-es-co 0.20070403-2.1, asterisk-prompt-fr-armelle 20070613-2.2",
+        "CC BY-SA 3.0 (en, es, fr, it-menardi), CC BY 3.0 (it, ru), GPL-2 (es-co), "
+        "BSD-style (fr-armelle)",
+        NARROWBAND,
+        speakers=7,
+        files=2333,
+        single_speaker=True,
+        list_files=asterisk_telephone_files,
+    ),
+)
+
+
+def labelled_speech(min_seconds: float = 0.0) -> list[SpeechFile]:
+    """Every single-speaker recording of every wideband corpus, at least `min_seconds` long.
+
+    Speaker ids carry their corpus's prefix, so two files share a speaker exactly when the same
+    person speaks in both. AMI is not here (its files are meetings; see `ami_segments`).
+    """
+    return _single_speaker_files(WIDEBAND, min_seconds)
+
+
+def telephone_speech(min_seconds: float = 0.0) -> list[SpeechFile]:
+    """Every recording of real narrowband (8 kHz telephone) speech, at least `min_seconds`.
+
+    Its speakers are the Asterisk voices; four of them are in `labelled_speech` too, under the
+    same ids. A prompt of the same name (`SpeechFile.name`) in both is one take encoded twice
+    (GSM and G.722 of the same master), so a trial across bands must pair different prompts.
+    """
+    return _single_speaker_files(NARROWBAND, min_seconds)
+
+
+def _single_speaker_files(band: str, min_seconds: float) -> list[SpeechFile]:
+    files = [
+        _with_seconds(file)
+        for corpus in CORPORA
+        if corpus.band == band and corpus.single_speaker
+        for file in corpus.list_files()
+    ]
+    return [file for file in files if file.seconds is not None and file.seconds >= min_seconds]
+
+
+def _with_seconds(file: SpeechFile) -> SpeechFile:
+    if file.seconds is not None:
+        return file
+    return dataclasses.replace(file, seconds=soundfile.info(str(file.path)).duration)
 
 
 # --- Loading and shared plumbing ----------------------------------------------------------
