@@ -102,14 +102,13 @@ def test_held_out_speakers_meet_the_targets_in_every_condition(
     held, after, before = experiment.held_out(calibrate.CHOSEN)
     results = calibrate.per_condition(experiment, held, after)
     results_before = calibrate.per_condition(experiment, held, before)
-    assert sorted(results) == [0, 1, 2]
-    narrowband, _ = results[2]
+    assert sorted(results) == sorted(calibrate.CONDITIONS.values())
+    narrowband, _ = results["narrowband-narrowband"]
     assert narrowband.nontargets > 5000
-    for index, (result, speakers) in results.items():
-        name = calibrate.CONDITIONS[index]
+    for name, (result, speakers) in results.items():
         assert speakers >= 20, name
         assert result.false_alarms_above_2 <= 0.03, name
         assert result.cllr - result.min_cllr <= 0.10, name
-        assert result.eer <= results_before[index][0].eer + 0.005, name
+        assert result.eer <= results_before[name][0].eer + 0.005, name
     # Before, narrowband pairs were far beyond the target.
-    assert results_before[2][0].false_alarms_above_2 > 0.05
+    assert results_before["narrowband-narrowband"][0].false_alarms_above_2 > 0.05

@@ -80,10 +80,10 @@ class Setup:
 CHOSEN = Setup("chosen", speech_cap=5.0, ridge=1e-5)
 """What registry.py ships (the choices below are measured against it)."""
 AS_NORM_CHOSEN = Setup(
-    "AS-norm top 100, narrowband pairs only",
+    "AS-norm top 200, narrowband pairs only",
     speech_cap=5.0,
     ridge=1e-5,
-    as_norm_top=100,
+    as_norm_top=200,
     as_norm_conditions=(2,),
 )
 """The AS-norm that paid on held-out speakers (for the lead to wire; not applied by the server)."""
@@ -256,18 +256,40 @@ def _joined(lists: Sequence[TrialList]) -> TrialList:
 # --- Reporting ------------------------------------------------------------------------------
 
 
+REAL_TELEPHONE_GROUPS = {
+    "real telephone, narrowband-narrowband": (2, 2),
+    "real telephone, wideband-narrowband": (1, 1),
+}
+"""Extra rows: pairs of that condition with this many sides real narrowband recordings."""
+SHORT_NAMES = {
+    "wideband-wideband": "wb-wb",
+    "wideband-narrowband": "wb-nb",
+    "narrowband-narrowband": "nb-nb",
+    "real telephone, narrowband-narrowband": "real nb-nb",
+    "real telephone, wideband-narrowband": "wb-real nb",
+}
+
+
 def per_condition(
     experiment: Experiment, trial_list: TrialList, llrs: FloatArray
-) -> dict[int, tuple[Evaluation, int]]:
-    """Evaluation and speaker count of each true condition that has both kinds of trial."""
-    results: dict[int, tuple[Evaluation, int]] = {}
-    for index in CONDITIONS:
-        chosen = trial_list.condition == index
+) -> dict[str, tuple[Evaluation, int]]:
+    """Evaluation and speaker count of each true condition (and of the real telephone
+    recordings' pairs) that has both kinds of trial."""
+    clip_set = experiment.clip_set
+    real = np.array(
+        [clip_set.recordings[clip.recording].condition == NARROWBAND for clip in clip_set.clips]
+    )
+    real_sides = real[trial_list.first].astype(int) + real[trial_list.second]
+    groups = {name: trial_list.condition == index for index, name in CONDITIONS.items()}
+    for name, (condition, sides) in REAL_TELEPHONE_GROUPS.items():
+        groups[name] = (trial_list.condition == condition) & (real_sides == sides)
+    results: dict[str, tuple[Evaluation, int]] = {}
+    for name, chosen in groups.items():
         same = trial_list.same[chosen]
         if not same.any() or same.all():
             continue
         scores = llrs[chosen]
-        results[index] = (
+        results[name] = (
             evaluate(scores[same], scores[~same]),
             experiment.speakers_in(trial_list.subset(chosen)),
         )
@@ -280,11 +302,11 @@ TABLE_HEADER = (
 )
 
 
-def table_rows(results: dict[int, tuple[Evaluation, int]]) -> list[str]:
+def table_rows(results: dict[str, tuple[Evaluation, int]]) -> list[str]:
     rows = []
-    for index, (result, speakers) in results.items():
+    for name, (result, speakers) in results.items():
         rows.append(
-            f"| {CONDITIONS[index]} | {result.targets} / {result.nontargets} | {speakers}"
+            f"| {name} | {result.targets} / {result.nontargets} | {speakers}"
             f" | {100 * result.eer:.2f} % | {result.cllr:.3f} | {result.min_cllr:.3f}"
             f" | {result.actual_dcf:.3f} / {result.min_dcf:.3f}"
             f" | {100 * result.false_alarms_above_0:.1f} %"
@@ -294,13 +316,13 @@ def table_rows(results: dict[int, tuple[Evaluation, int]]) -> list[str]:
     return rows
 
 
-def summary(results: dict[int, tuple[Evaluation, int]]) -> str:
+def summary(results: dict[str, tuple[Evaluation, int]]) -> str:
     """One line: EER, Cllr / min Cllr and false alarms above 2, per condition."""
     parts = []
-    for index, (result, _) in results.items():
-        short = {0: "wb-wb", 1: "wb-nb", 2: "nb-nb"}[index]
+    for name, (result, _) in results.items():
         parts.append(
-            f"{short} EER {100 * result.eer:5.2f} % Cllr {result.cllr:.3f}/{result.min_cllr:.3f}"
+            f"{SHORT_NAMES[name]} EER {100 * result.eer:5.2f} %"
+            f" Cllr {result.cllr:.3f}/{result.min_cllr:.3f}"
             f" >2 {100 * result.false_alarms_above_2:4.1f} %"
         )
     return " | ".join(parts)
@@ -451,9 +473,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plots", type=Path, help="write the DET and Tippett PNGs here")
     parser.add_argument("--no-choices", action="store_true", help="skip measuring the choices")
+    parser.add_argument(
+        "--no-real-telephone", action="store_true", help="leave out the real 8 kHz recordings"
+    )
     args = parser.parse_args(argv)
 
     recordings = trials.wideband_recordings(args.min_seconds)
+    if not args.no_real_telephone:
+        recordings += trials.telephone_recordings(args.min_seconds)
     clips = trials.clips_of(recordings, (*telephone.CODEC_CHAINS, telephone.NARROWBAND_ONLY))
     cache = trials.EmbeddingCache()
     clip_set = ClipSet.measure(recordings, clips, cache)

@@ -75,8 +75,40 @@ class Measured:
     """Energy above HIGH_BAND_HZ as a share of all, of the audio at 16 kHz (a simple detector)."""
 
 
-def wideband_recordings(min_seconds: float = 1.0) -> list[Recording]:
-    """Every recording of real wideband speech tools.corpora can fetch."""
+PER_VOICE = 15
+"""Prompts taken of each Asterisk voice (it has hundreds): enough pairs, a bearable extraction."""
+
+
+def _sampled(files: Sequence[corpora.SpeechFile], per_speaker: int) -> list[corpora.SpeechFile]:
+    """At most `per_speaker` files of each speaker, spread evenly over their sorted names."""
+    by_speaker: dict[str, list[corpora.SpeechFile]] = {}
+    for item in sorted(files, key=lambda item: item.name):
+        assert item.speaker is not None
+        by_speaker.setdefault(item.speaker, []).append(item)
+    chosen: list[corpora.SpeechFile] = []
+    for speaker in sorted(by_speaker):
+        items = by_speaker[speaker]
+        step = max(1, len(items) // per_speaker)
+        chosen.extend(items[::step][:per_speaker])
+    return chosen
+
+
+def _recording(item: corpora.SpeechFile, condition: int) -> Recording:
+    assert item.speaker is not None
+    return Recording(item.corpus, item.name, item.speaker, item.path, condition=condition)
+
+
+def telephone_recordings(min_seconds: float = 1.0, per_voice: int = PER_VOICE) -> list[Recording]:
+    """Real narrowband recordings (Asterisk telephone prompts, GSM at 8 kHz), a few per voice."""
+    return [
+        _recording(item, NARROWBAND)
+        for item in _sampled(corpora.telephone_speech(min_seconds), per_voice)
+    ]
+
+
+def wideband_recordings(min_seconds: float = 1.0, per_voice: int = PER_VOICE) -> list[Recording]:
+    """Every recording of real wideband speech tools.corpora can fetch (a few per Asterisk
+    voice)."""
     recordings = [
         Recording(
             "ami",
@@ -93,6 +125,12 @@ def wideband_recordings(min_seconds: float = 1.0) -> list[Recording]:
         recordings.append(
             Recording(item.corpus, item.name, f"{item.corpus}:{item.speaker}", item.path)
         )
+    others = [
+        item
+        for item in corpora.labelled_speech(min_seconds)
+        if item.corpus not in ("an4", "librivox")
+    ]
+    recordings.extend(_recording(item, WIDEBAND) for item in _sampled(others, per_voice))
     return recordings
 
 
@@ -262,8 +300,12 @@ def every_pair(clip_set: ClipSet, chosen: npt.NDArray[np.bool_]) -> TrialList:
     indices = np.flatnonzero(chosen & clip_set.usable())
     first, second = np.triu_indices(indices.size, 1)
     first, second = indices[first], indices[second]
-    recording = clip_set.recording
-    keep = recording[first] != recording[second]
+    # Two versions of one recording, or one take of a prompt encoded twice (Asterisk ships the
+    # same master as G.722 and as GSM), are not two recordings.
+    takes = np.array(
+        [f"{recording.speaker}/{recording.name}" for recording in clip_set.recordings]
+    )[clip_set.recording]
+    keep = takes[first] != takes[second]
     first, second = first[keep], second[keep]
     speakers = clip_set.speakers
     conditions = clip_set.conditions

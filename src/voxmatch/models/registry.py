@@ -121,28 +121,29 @@ CAMPPLUS = ModelDescription(
     name="campplus-zh-en-16k-advanced",
     embedding_dim=192,
     # Fitted by tools/calibrate.py (ConditionCalibration, speech cap 5 s, quality ridge 1e-5) on
-    # 169,829 trials of 22 speakers: AMI, AN4 and LibriVox speech as recorded and through six
-    # telephone codec chains (tools/telephone.py). Held-out speakers, 5-fold: Cllr 0.095 / 0.387
-    # / 0.501 (wideband / one of each / narrowband pairs), different-speaker pairs above LLR 2
-    # 0.0 / 1.6 / 0.8 % (docs/calibration.md).
+    # 2.6 million trials of 43 speakers: AMI, AN4, LibriVox, Asterisk and KTuberling speech as
+    # recorded, through six telephone codec chains (tools/telephone.py), and real 8 kHz Asterisk
+    # prompts. Held-out speakers, 5-fold: Cllr 0.024 / 0.344 / 0.386 (wideband / one of each /
+    # narrowband pairs), different-speaker pairs above LLR 2: 0.1 / 1.7 / 1.2 %
+    # (docs/calibration.md).
     calibration=Calibration(
         wideband=PairCalibration(
-            scale=18.4904,
-            offset=-10.1119,
-            scale_per_log_speech=-3.6875,
-            offset_per_log_speech=-1.9865,
+            scale=29.7831,
+            offset=-16.6398,
+            scale_per_log_speech=-0.4294,
+            offset_per_log_speech=-4.3197,
         ),
         cross=PairCalibration(
-            scale=48.8414,
-            offset=-10.9407,
-            scale_per_log_speech=14.0884,
-            offset_per_log_speech=-4.0586,
+            scale=34.3460,
+            offset=-7.3522,
+            scale_per_log_speech=6.3606,
+            offset_per_log_speech=-2.3470,
         ),
         narrowband=PairCalibration(
-            scale=35.1574,
-            offset=-19.1241,
-            scale_per_log_speech=11.4565,
-            offset_per_log_speech=-7.5313,
+            scale=25.2753,
+            offset=-15.1915,
+            scale_per_log_speech=5.5318,
+            offset_per_log_speech=-4.7253,
         ),
         speech_cap=5.0,
         speech_floor=0.5,
