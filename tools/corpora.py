@@ -907,7 +907,7 @@ def telephone_speech(min_seconds: float = 0.0) -> list[SpeechFile]:
 
 def _single_speaker_files(band: str, min_seconds: float) -> list[SpeechFile]:
     files = [
-        _with_seconds(file)
+        with_seconds(file)
         for corpus in CORPORA
         if corpus.band == band and corpus.single_speaker
         for file in corpus.list_files()
@@ -915,7 +915,8 @@ def _single_speaker_files(band: str, min_seconds: float) -> list[SpeechFile]:
     return [file for file in files if file.seconds is not None and file.seconds >= min_seconds]
 
 
-def _with_seconds(file: SpeechFile) -> SpeechFile:
+def with_seconds(file: SpeechFile) -> SpeechFile:
+    """The file with its length filled in (read from the header when its lister had none)."""
     if file.seconds is not None:
         return file
     return dataclasses.replace(file, seconds=soundfile.info(str(file.path)).duration)
