@@ -1,20 +1,23 @@
 """Fit the default model's condition-aware calibration on real speech, judged on held-out speakers.
 
-Data (tools.trials; fetched from registry packages by tools.corpora, never committed): every
-wideband recording of real speech that tools.corpora has (AMI single-speaker runs of at least
---min-seconds, CMU AN4, a LibriVox reader), each also through the six telephone chains of
-tools.telephone (G.711 mu-law and A-law, GSM 06.10, G.726 32k, AMR-NB 12.2k, Opus 8k), stored at
-8 kHz and at 16 kHz. Voiceprints come from the real extractor and are cached.
+Data (tools.trials; fetched from registry packages by tools.corpora, never committed): the
+wideband recordings of real speech that tools.corpora has (AMI single-speaker runs of at least
+--min-seconds, CMU AN4, a LibriVox reader, KTuberling voices, a few prompts of each Asterisk
+G.722 voice), each also through the six telephone chains of tools.telephone (G.711 mu-law and
+A-law, GSM 06.10, G.726 32k, AMR-NB 12.2k, Opus 8k), stored at 8 kHz and at 16 kHz; and a few
+real 8 kHz prompts of each Asterisk GSM voice. Voiceprints come from the real extractor and are
+cached.
 
 Trials: every pair of clips of different recordings. Conditions are the ground truth of how each
-clip was made (or, with --detected, what a detector of energy above 4 kHz says): wideband-wideband,
+clip was made (the "detector" choice uses what the energy above 4 kHz says): wideband-wideband,
 wideband-narrowband (enrol on one, test on the other) and narrowband-narrowband (across codecs
 too). Speaker-disjoint k-fold: each fold's speakers are scored by a calibration fitted on the other
 folds' speakers only (trials with one speaker in each are used by neither). Reported per
-condition on the held-out trials: (a) the calibration shipped before (one line for everything)
-and (b) `voxmatch.calibration.ConditionCalibration` with the chosen settings; then the choices
-(quality measure cap and ridge, AS-norm, bandwidth matching, detected conditions), each measured
-the same way; then the fit on every speaker, which is what registry.py ships.
+condition on the held-out trials (and for the pairs with real telephone recordings): (a) the
+calibration shipped before (one line for everything) and (b)
+`voxmatch.calibration.ConditionCalibration` with the chosen settings; then the choices (quality
+measure cap and ridge, AS-norm, bandwidth matching, detected conditions), each measured the same
+way; then the fit on every speaker, which is what registry.py ships.
 
     .venv/bin/python -m tools.calibrate [--folds 5] [--plots docs/images]
 """

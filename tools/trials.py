@@ -1,16 +1,18 @@
 """Clips of real speech in several conditions, their voiceprints (cached), and the trials of them.
 
-A recording is a stretch of real speech of one known speaker (an AMI single-speaker run, an AN4
-or LibriVox utterance). Each recording is used as it is (wideband, 16 kHz) and through every
-telephone chain of tools.telephone, stored at 8 kHz and at 16 kHz: these are its clips, each
+A recording is a stretch of real speech of one known speaker (an AMI single-speaker run, an AN4,
+LibriVox, KTuberling or Asterisk recording). Each wideband recording is used as it is and
+through every telephone chain of tools.telephone, stored at 8 kHz and at 16 kHz; a real
+telephone recording is used as it is. These are the clips, each
 with the ground truth of how it was made. Every clip's voiceprint is extracted by the real
 extractor from the file, as the server would (the 8 kHz files are resampled by voxmatch's own
 decoder), and cached with its speech length and its share of energy above 4 kHz in
 `tools.corpora.cache_dir()/embeddings`, so a rerun costs nothing.
 
-A trial is a pair of clips of different recordings (two versions of one recording are not
-evidence of anything). Its condition is the sum of the two clips' condition codes, as the
-server's calibration indexes them (0 both wideband, 1 one of each, 2 both narrowband).
+A trial is a pair of clips of different recordings (two versions of one recording, or one
+Asterisk take shipped as both G.722 and GSM, are not evidence of anything). Its condition is the
+sum of the two clips' condition codes, as the server's calibration indexes them (0 both
+wideband, 1 one of each, 2 both narrowband).
 """
 
 from __future__ import annotations
