@@ -455,7 +455,7 @@ class VoicePackage:
     voices: tuple[Voice, ...]
 
 
-# Sound effects that sit among the prompts: tones and jingles, not speech.
+# Sound effects that sit among the prompts: tones, jingles and the monkeys of the test prompt.
 _ASTERISK_NOT_SPEECH = frozenset(
     {
         "ascending-2tone",
@@ -464,6 +464,7 @@ _ASTERISK_NOT_SPEECH = frozenset(
         "beeperr",
         "confbridge-join",
         "confbridge-leave",
+        "tt-monkeys",
     }
 )
 _ASTERISK_SOUNDS = "./usr/share/asterisk/sounds/"
@@ -585,7 +586,7 @@ _ASTERISK_GSM = (
 
 
 def asterisk_wideband_files() -> list[SpeechFile]:
-    """Telephone-system prompts of 4 professional voices as G.722 (16 kHz): 1,408 files."""
+    """Telephone-system prompts of 4 professional voices as G.722 (16 kHz): 1,404 files."""
     return [
         file
         for package in _ASTERISK_G722
@@ -594,7 +595,7 @@ def asterisk_wideband_files() -> list[SpeechFile]:
 
 
 def asterisk_telephone_files() -> list[SpeechFile]:
-    """Telephone-system prompts of 7 voices as GSM 06.10 (8 kHz): 2,333 files."""
+    """Telephone-system prompts of 7 voices as GSM 06.10 (8 kHz): 2,323 files."""
     return [
         file
         for package in _ASTERISK_GSM
@@ -608,14 +609,16 @@ _MANIFEST = "manifest.json"
 def _voice_files(
     corpus: str, package: VoicePackage, not_speech: frozenset[str] = frozenset()
 ) -> list[SpeechFile]:
-    """Every non-empty file directly inside the package's voice folders, cached, with lengths.
+    """Every file directly inside the package's voice folders, cached, with lengths: but empty
+    files, the names in `not_speech`, and byte-identical copies of a file of an earlier name
+    (a copy would make a same-speaker pair of one recording).
 
     The package is pinned as a whole, so its files are not pinned one by one: the cache keeps a
-    manifest (the package's SHA-256, each file's size and length) written after the last file,
-    and a folder whose manifest or files do not match is extracted again from the package.
+    manifest (the package's SHA-256, the selection rules, each file's size and length) written
+    after the last file, and a folder whose manifest or files do not match is extracted again.
     """
     folder = cache_dir() / "corpora" / Path(package.deb.member).stem
-    entries = _read_manifest(folder, package.deb)
+    entries = _read_manifest(folder, package.deb, _voice_selection(not_speech))
     if entries is None:
         entries = _extract_voices(package, not_speech, folder)
     by_folder = {Path(voice.folder).name: voice.speaker for voice in package.voices}
@@ -631,10 +634,18 @@ def _voice_files(
     ]
 
 
-def _read_manifest(folder: Path, deb: Pinned) -> dict[str, tuple[int, float]] | None:
+def _voice_selection(not_speech: frozenset[str]) -> str:
+    return "no empty files, no byte-identical copies, not: " + ", ".join(sorted(not_speech))
+
+
+def _read_manifest(
+    folder: Path, deb: Pinned, selection: str
+) -> dict[str, tuple[int, float]] | None:
+    """The files of a cached extraction, or None unless the manifest is of this package, made
+    by these rules, and every file it lists has its size."""
     try:
         manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-        if manifest["package_sha256"] != deb.sha256:
+        if manifest["package_sha256"] != deb.sha256 or manifest["selection"] != selection:
             return None
         entries = {
             str(relative): (int(size), float(seconds))
@@ -657,7 +668,7 @@ def _extract_voices(
     label = Path(package.deb.member).name
     data_tar = ar_member(_download_debian(package.deb), "data.tar.", label)
     voice_folders = {voice.folder for voice in package.voices}
-    entries: dict[str, tuple[int, float]] = {}
+    payloads: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(data_tar)) as bundle:
             for info in bundle:
@@ -671,18 +682,28 @@ def _extract_voices(
                 ):
                     continue
                 source = bundle.extractfile(info)
-                if source is None:
-                    continue
-                relative = f"{member.parent.name}/{member.name}"
-                target = folder / relative
-                _write_atomically(target, source.read())
-                seconds = decode(target, max_duration=3600.0).original_duration
-                entries[relative] = (info.size, round(seconds, 4))
+                if source is not None:
+                    payloads[f"{member.parent.name}/{member.name}"] = source.read()
     except (tarfile.TarError, OSError) as error:
         raise AssetError(f"cannot read {label}: {error}") from error
-    if not entries:
+    if not payloads:
         raise AssetError(f"{label} has no files in {', '.join(sorted(voice_folders))}")
-    manifest = {"package_sha256": package.deb.sha256, "files": entries}
+    entries: dict[str, tuple[int, float]] = {}
+    seen: set[str] = set()
+    for relative in sorted(payloads):
+        digest = hashlib.sha256(payloads[relative]).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        target = folder / relative
+        _write_atomically(target, payloads[relative])
+        seconds = decode(target, max_duration=3600.0).original_duration
+        entries[relative] = (len(payloads[relative]), round(seconds, 4))
+    manifest = {
+        "package_sha256": package.deb.sha256,
+        "selection": _voice_selection(not_speech),
+        "files": entries,
+    }
     _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     return entries
 
@@ -714,6 +735,10 @@ _KTUBERLING_LANGUAGES = (
 )  # fmt: skip
 _KTUBERLING_CLIP_SECONDS = 3.0
 _KTUBERLING_GAP_SECONDS = 0.2
+_KTUBERLING_SELECTION = (
+    f"default playground of {', '.join(_KTUBERLING_LANGUAGES)}; clips of "
+    f"{_KTUBERLING_CLIP_SECONDS} s, {_KTUBERLING_GAP_SECONDS} s between words"
+)
 
 
 def ktuberling_files() -> list[SpeechFile]:
@@ -728,7 +753,7 @@ def ktuberling_files() -> list[SpeechFile]:
     cache as 16 kHz WAV files.
     """
     folder = cache_dir() / "corpora" / Path(_KTUBERLING_DEB.member).stem
-    entries = _read_manifest(folder, _KTUBERLING_DEB)
+    entries = _read_manifest(folder, _KTUBERLING_DEB, _KTUBERLING_SELECTION)
     if entries is None:
         entries = _make_ktuberling_clips(folder)
     return [
@@ -772,7 +797,11 @@ def _make_ktuberling_clips(folder: Path) -> dict[str, tuple[int, float]]:
             soundfile.write(buffer, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
             _write_atomically(folder / relative, buffer.getvalue())
             entries[relative] = (buffer.getbuffer().nbytes, round(clip.size / SAMPLE_RATE, 4))
-    manifest = {"package_sha256": _KTUBERLING_DEB.sha256, "files": entries}
+    manifest = {
+        "package_sha256": _KTUBERLING_DEB.sha256,
+        "selection": _KTUBERLING_SELECTION,
+        "files": entries,
+    }
     _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
     return entries
 
@@ -856,7 +885,7 @@ CORPORA = (
         "CC BY-SA 3.0 (en, fr), CC BY 3.0 (it, ru)",
         WIDEBAND,
         speakers=4,
-        files=1408,
+        files=1404,
         single_speaker=True,
         list_files=asterisk_wideband_files,
     ),
@@ -879,7 +908,7 @@ CORPORA = (
         "BSD-style (fr-armelle)",
         NARROWBAND,
         speakers=7,
-        files=2333,
+        files=2323,
         single_speaker=True,
         list_files=asterisk_telephone_files,
     ),
