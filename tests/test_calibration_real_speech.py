@@ -112,3 +112,21 @@ def test_held_out_speakers_meet_the_targets_in_every_condition(
         assert result.eer <= results_before[name][0].eer + 0.005, name
     # Before, narrowband pairs were far beyond the target.
     assert results_before["narrowband-narrowband"][0].false_alarms_above_2 > 0.05
+
+
+def test_trials_pair_different_recordings_of_known_conditions(clip_set: trials.ClipSet) -> None:
+    every = trials.every_pair(clip_set, np.ones(len(clip_set), dtype=bool))
+    recording = clip_set.recording
+    assert np.all(recording[every.first] != recording[every.second])
+    assert np.all(clip_set.usable()[every.first] & clip_set.usable()[every.second])
+    conditions = clip_set.conditions
+    np.testing.assert_array_equal(
+        every.condition, conditions[every.first] + conditions[every.second]
+    )
+    # Every version of a recording shares its speaker, so versions would be easy targets.
+    versions = len(CHAINS) * 2 + 1
+    usable = int(clip_set.usable().sum())
+    all_pairs = usable * (usable - 1) // 2
+    assert len(every) < all_pairs
+    assert len(every) > all_pairs * (1 - 1.5 * versions / len(clip_set.recordings))
+    assert set(np.unique(every.condition).tolist()) == {0, 1, 2}
