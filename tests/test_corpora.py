@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tools import corpora
+from tools import corpora, corpus_check
 from voxmatch.assets import AssetError
 from voxmatch.audio import decode
 
@@ -333,3 +333,24 @@ def test_a_damaged_voice_folder_is_extracted_again_from_the_package(
     assert all(f.path.is_relative_to(tmp_path) for f in files)
     assert damaged.read_bytes() == intact
     assert (private / "es" / "vm-intro.gsm").is_file()
+
+
+@pytest.mark.slow
+def test_the_label_check_scores_every_pair_with_the_real_model() -> None:
+    files = [f for f in corpora.labelled_speech() if f.corpus in {"an4", "librivox"}]
+    voiceprints = corpus_check.Voiceprints()
+    result = corpus_check.check("an4 and librivox", files, voiceprints)
+    assert result is not None
+    # 13 files: 4 same-speaker pairs in AN4 (fash 3 files, mwhw 2) and 10 in LibriVox.
+    assert (result.same_pairs, result.different_pairs) == (4 + 10, 78 - 14)
+    assert result.silent == 0
+    assert result.eer < 0.05  # five readers and a LibriVox voice: well apart on this model
+    assert -1.0 <= result.lowest_same[0] <= 1.0
+    # Across two lists, pairs of the same name are not trials: 8 x 8 minus the 8 of a file and
+    # itself.
+    an4 = [f for f in files if f.corpus == "an4"]
+    across = corpus_check.check("an4 twice", an4, voiceprints, columns=an4)
+    assert across is not None
+    assert across.same_pairs + across.different_pairs == 8 * 8 - 8
+    librivox = [f for f in files if f.corpus == "librivox"]
+    assert corpus_check.check("one reader", librivox, voiceprints) is None

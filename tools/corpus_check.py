@@ -7,21 +7,26 @@ rate, as a same-speaker pair with a very low cosine or as a different-speaker pa
 high one; the extreme pairs are printed so they can be listened to.
 
     .venv/bin/python -m tools.corpus_check [--corpus NAME ...] [--min-seconds 0] [--pooled]
-        [--cross-band]
+        [--cross-band] [--by-folder]
 
 The default corpora are the ones added for issue 8 (asterisk-g722, ktuberling, asterisk-gsm).
 `--pooled` adds one check of all the listed corpora of a band together, so that pairs across
 corpora count too (a speaker in two corpora under two ids would show there). `--cross-band`
 adds the trials of every wideband file against every narrowband file, except the pairs of the
-same name (the same Asterisk prompt is one take encoded twice). Each file is extracted once.
+same name (the same Asterisk prompt is one take encoded twice). `--by-folder` labels each file
+by its voice folder instead of its speaker (Allison Smith's en_US and es_MX prompts become two
+"speakers"), to see how much of an EER the pairs across languages make. Each file is extracted
+once.
 docs/data.md quotes the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -121,6 +126,13 @@ def _with_speech(
     return kept, np.array([voiceprints.of(file) for file in kept], dtype=np.float64)
 
 
+def _labelled_by_folder(file: corpora.SpeechFile) -> corpora.SpeechFile:
+    folder = Path(file.name).parent
+    if folder == Path():
+        return file
+    return dataclasses.replace(file, speaker=f"{file.speaker}/{folder}")
+
+
 def _label(file: corpora.SpeechFile) -> str:
     return f"{file.corpus}:{file.name}"
 
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-seconds", type=float, default=0.0)
     parser.add_argument("--pooled", action="store_true")
     parser.add_argument("--cross-band", action="store_true")
+    parser.add_argument("--by-folder", action="store_true")
     args = parser.parse_args(argv)
     wanted = args.corpus or list(_DEFAULT_CORPORA)
     print(f"raw cosine, every pair of files of at least {args.min_seconds} s")
@@ -142,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         files = [corpora.with_seconds(file) for file in corpus.list_files()]
         files = [file for file in files if (file.seconds or 0.0) >= args.min_seconds]
+        if args.by_folder:
+            files = [_labelled_by_folder(file) for file in files]
         _report(corpus.name, check(corpus.name, files, voiceprints))
         by_band.setdefault(corpus.band, []).extend(files)
     if args.pooled:
