@@ -9,6 +9,13 @@ them once into a cache folder and reads their speaker labels:
 - CMU AN4 read speech from the PyPI sdist of espnet 202611 (a nested `downloads.tar.gz`; 5 speakers,
   8 SPHERE utterances) plus the two background-noise clips shipped beside it.
 - One LibriVox reader from the Debian package pocketsphinx-testdata (5 utterances).
+- Professional telephone-system voices from Debian's Asterisk sound packages: 4 voices as
+  G.722 (16 kHz, wideband) and 7 voices as GSM 06.10 (8 kHz, narrowband), a folder per voice.
+- Children's-game words from Debian's ktuberling-data, one voice per language folder, joined
+  into clips of a few seconds.
+
+`labelled_speech` and `telephone_speech` give every single-speaker recording of the wideband and
+the narrowband corpora; `CORPORA` describes each source (docs/data.md has the table).
 
 The cache folder is VOXMATCH_TEST_CACHE, or ~/.cache/voxmatch; tests and benchmarks share it, and
 models fetched for tests go in its `models` subfolder, so a machine downloads everything once.
@@ -17,24 +24,28 @@ It lives outside the package (not in the wheel): nothing here is for the server 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import tarfile
 import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
+import soundfile
 from numpy.typing import NDArray
 
 from voxmatch import assets
 from voxmatch.assets import AssetError, RegistryAsset
-from voxmatch.audio import TimeRange, decode
+from voxmatch.audio import SAMPLE_RATE, TimeRange, decode
 
 CACHE_ENV = "VOXMATCH_TEST_CACHE"
 DEBIAN_MIRROR_ENV = "VOXMATCH_DEBIAN_MIRROR"
@@ -64,6 +75,8 @@ class SpeechFile:
     path: Path
     speaker: str | None
     """The one speaker of the file, or None when the file has several (AMI meetings)."""
+    seconds: float | None = None
+    """Length of the recording, where the function that lists the files knows it."""
 
 
 @dataclass(frozen=True)
@@ -422,6 +435,520 @@ def ar_member(archive: bytes, prefix: str, label: str) -> bytes:
             return archive[body_start : body_start + size]
         offset = body_start + size + (size % 2)  # members are aligned on even offsets
     raise AssetError(f"{label} has no member starting with {prefix!r}")
+
+
+# --- Voice folders of Debian packages (Asterisk prompts, ktuberling words) ----------------
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One folder of a package's data tree in which every file is spoken by one person."""
+
+    folder: str
+    """Path of the folder in the package's data.tar (`./usr/share/...`, no trailing slash)."""
+    speaker: str
+
+
+@dataclass(frozen=True)
+class VoicePackage:
+    deb: Pinned
+    voices: tuple[Voice, ...]
+
+
+# Sound effects that sit among the prompts: tones, jingles and the monkeys of the test prompt.
+_ASTERISK_NOT_SPEECH = frozenset(
+    {
+        "ascending-2tone",
+        "descending-2tone",
+        "beep",
+        "beeperr",
+        "confbridge-join",
+        "confbridge-leave",
+        "tt-monkeys",
+    }
+)
+_ASTERISK_SOUNDS = "./usr/share/asterisk/sounds/"
+_ASTERISK_POOL = "pool/main/a/"
+# One stable id per person, shared by the G.722 and the GSM corpus: the same voice recorded both
+# ways is what a wideband-enrolment, telephone-probe trial needs.
+_ALLISON = "asterisk:allison-smith"
+_JUNE = "asterisk:june-wallack"
+_CARLO = "asterisk:carlo-flora"
+_IVRVOICE_RU = "asterisk:ivrvoice-ru"
+
+
+def _asterisk_core(language: str, codec: str, sha256: str, size: int, voice: Voice) -> VoicePackage:
+    name = f"asterisk-core-sounds-{language}-{codec}_1.6.1-1_all.deb"
+    return VoicePackage(
+        Pinned(f"{_ASTERISK_POOL}asterisk-core-sounds/{name}", sha256, size), (voice,)
+    )
+
+
+def _asterisk_voice(folder: str, speaker: str) -> Voice:
+    return Voice(_ASTERISK_SOUNDS + folder, speaker)
+
+
+_ASTERISK_G722 = (
+    _asterisk_core(
+        "en",
+        "g722",
+        "38c5261820b406dcb0ecb37675720da2b0864850690690352ca52707eb623806",
+        10_565_860,
+        _asterisk_voice("en_US_f_Allison", _ALLISON),
+    ),
+    _asterisk_core(
+        "fr",
+        "g722",
+        "7add61d5e42279ecff1bbdf842a5a946ac3644fac9a0fe44384731aa7270c8e0",
+        10_822_860,
+        _asterisk_voice("fr_CA_f_June", _JUNE),
+    ),
+    _asterisk_core(
+        "it",
+        "g722",
+        "46b4cf7afc508a5fcfc051b7ea233251c0d195dd4ef83cc4b7facb4c6429b016",
+        10_087_176,
+        _asterisk_voice("it_IT_m_Carlo", _CARLO),
+    ),
+    _asterisk_core(
+        "ru",
+        "g722",
+        "673b4238a6b8269960f055d868c6a11083f7a0d00979167cb01554046b48ed9b",
+        10_579_440,
+        _asterisk_voice("ru_RU_f_IvrvoiceRU", _IVRVOICE_RU),
+    ),
+)
+_ASTERISK_GSM = (
+    _asterisk_core(
+        "en",
+        "gsm",
+        "ddc33205a56aebf54c73a0fb95c3a0d8131087878d74857a4e54bcab2b0d72ae",
+        2_417_168,
+        _asterisk_voice("en_US_f_Allison", _ALLISON),
+    ),
+    # Allison Smith recorded the Mexican Spanish prompts too (the package's copyright file):
+    # same person, other language.
+    _asterisk_core(
+        "es",
+        "gsm",
+        "533b4c29e232cae99f89a6933b5fc0af5341514e513924df401c683e222614b7",
+        3_004_752,
+        _asterisk_voice("es_MX_f_Allison", _ALLISON),
+    ),
+    _asterisk_core(
+        "fr",
+        "gsm",
+        "97bd8bebb7ef775046802a5a466d8f89916f54f437e158a1ec537cef814d44fd",
+        2_466_860,
+        _asterisk_voice("fr_CA_f_June", _JUNE),
+    ),
+    _asterisk_core(
+        "it",
+        "gsm",
+        "fb6d6ce94502894714f00240c372a291bcaa4cd3e05fdf278780a4dd9edfabab",
+        2_311_332,
+        _asterisk_voice("it_IT_m_Carlo", _CARLO),
+    ),
+    _asterisk_core(
+        "ru",
+        "gsm",
+        "19770f5c211e8c3a1dc8eefd703382570da7edf00c52db069ebc2a64d5dda4bd",
+        2_415_624,
+        _asterisk_voice("ru_RU_f_IvrvoiceRU", _IVRVOICE_RU),
+    ),
+    VoicePackage(
+        Pinned(
+            _ASTERISK_POOL
+            + "asterisk-prompt-it/asterisk-prompt-it-menardi-gsm_1.4.22+mm20110907-3.1_all.deb",
+            "36ca6a951c029a94e6773c1c7d433042f5e4e2d9403c953005b0b7c9b2f9fbc2",
+            2_391_928,
+        ),
+        (_asterisk_voice("it_IT_f_Menardi", "asterisk:paola-dal-zot"),),
+    ),
+    VoicePackage(
+        Pinned(
+            _ASTERISK_POOL + "asterisk-prompt-es-co/asterisk-prompt-es-co_0.20070403-2.1_all.deb",
+            "6702696e045514699e87dc8fb70f370717e5df91f821f7bec8dd0df1be008e83",
+            992_708,
+        ),
+        (_asterisk_voice("es", "asterisk:july-jimenez"),),
+    ),
+    VoicePackage(
+        Pinned(
+            _ASTERISK_POOL
+            + "asterisk-prompt-fr-armelle/asterisk-prompt-fr-armelle_20070613-2.2_all.deb",
+            "162570b1a9b3512a98f06b89f60c7c17cf1b9b52297315adca9a4e5be728bea3",
+            1_496_780,
+        ),
+        (_asterisk_voice("fr", "asterisk:armelle-desjardins"),),
+    ),
+)
+
+
+def asterisk_wideband_files() -> list[SpeechFile]:
+    """Telephone-system prompts of 4 professional voices as G.722 (16 kHz): 1,404 files."""
+    return [
+        file
+        for package in _ASTERISK_G722
+        for file in _voice_files("asterisk-g722", package, _ASTERISK_NOT_SPEECH)
+    ]
+
+
+def asterisk_telephone_files() -> list[SpeechFile]:
+    """Telephone-system prompts of 7 voices as GSM 06.10 (8 kHz): 2,323 files."""
+    return [
+        file
+        for package in _ASTERISK_GSM
+        for file in _voice_files("asterisk-gsm", package, _ASTERISK_NOT_SPEECH)
+    ]
+
+
+_MANIFEST = "manifest.json"
+
+
+def _voice_files(
+    corpus: str, package: VoicePackage, not_speech: frozenset[str] = frozenset()
+) -> list[SpeechFile]:
+    """Every file directly inside the package's voice folders, cached, with lengths: but empty
+    files, the names in `not_speech`, and byte-identical copies of a file of an earlier name
+    (a copy would make a same-speaker pair of one recording).
+
+    The package is pinned as a whole, so its files are not pinned one by one: the cache keeps a
+    manifest (the package's SHA-256, the selection rules, each file's size and length) written
+    after the last file, and a folder whose manifest or files do not match is extracted again.
+    """
+    folder = cache_dir() / "corpora" / Path(package.deb.member).stem
+    entries = _read_manifest(folder, package.deb, _voice_selection(not_speech))
+    if entries is None:
+        entries = _extract_voices(package, not_speech, folder)
+    by_folder = {Path(voice.folder).name: voice.speaker for voice in package.voices}
+    return [
+        SpeechFile(
+            corpus,
+            str(Path(relative).with_suffix("")),
+            folder / relative,
+            by_folder[Path(relative).parent.name],
+            seconds,
+        )
+        for relative, (_, seconds) in sorted(entries.items())
+    ]
+
+
+def _voice_selection(not_speech: frozenset[str]) -> str:
+    return "no empty files, no byte-identical copies, not: " + ", ".join(sorted(not_speech))
+
+
+def _read_manifest(
+    folder: Path, deb: Pinned, selection: str
+) -> dict[str, tuple[int, float]] | None:
+    """The files of a cached extraction, or None unless the manifest is of this package, made
+    by these rules, and every file it lists has its size."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+        if manifest["package_sha256"] != deb.sha256 or manifest["selection"] != selection:
+            return None
+        entries = {
+            str(relative): (int(size), float(seconds))
+            for relative, (size, seconds) in manifest["files"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for relative, (size, _) in entries.items():
+        try:
+            if (folder / relative).stat().st_size != size:
+                return None
+        except OSError:
+            return None
+    return entries
+
+
+def _extract_voices(
+    package: VoicePackage, not_speech: frozenset[str], folder: Path
+) -> dict[str, tuple[int, float]]:
+    label = Path(package.deb.member).name
+    data_tar = ar_member(_download_debian(package.deb), "data.tar.", label)
+    voice_folders = {voice.folder for voice in package.voices}
+    payloads: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data_tar)) as bundle:
+            for info in bundle:
+                member = Path(info.name)
+                parent = "./" + str(member.parent).removeprefix("./")
+                if (
+                    parent not in voice_folders
+                    or not info.isfile()
+                    or info.size == 0
+                    or member.stem in not_speech
+                ):
+                    continue
+                source = bundle.extractfile(info)
+                if source is not None:
+                    payloads[f"{member.parent.name}/{member.name}"] = source.read()
+    except (tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {label}: {error}") from error
+    if not payloads:
+        raise AssetError(f"{label} has no files in {', '.join(sorted(voice_folders))}")
+    entries: dict[str, tuple[int, float]] = {}
+    seen: set[str] = set()
+    for relative in sorted(payloads):
+        digest = hashlib.sha256(payloads[relative]).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        target = folder / relative
+        _write_atomically(target, payloads[relative])
+        seconds = decode(target, max_duration=3600.0).original_duration
+        entries[relative] = (len(payloads[relative]), round(seconds, 4))
+    manifest = {
+        "package_sha256": package.deb.sha256,
+        "selection": _voice_selection(not_speech),
+        "files": entries,
+    }
+    _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    return entries
+
+
+def _write_atomically(target: Path, payload: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".part-", delete=False) as out:
+        out.write(payload)
+    # NamedTemporaryFile is private to its creator; the cache is shared by every test process.
+    os.chmod(out.name, 0o644)
+    os.replace(out.name, target)
+
+
+# --- Words of ktuberling-data, joined into clips per language voice ------------------------
+
+_KTUBERLING_DEB = Pinned(
+    "pool/main/k/ktuberling/ktuberling-data_22.12.3-1_all.deb",
+    "fba44c875bfa31ea488dadd9263e87a4dcaea0bd47d28817f6c0dc6d2af970ed",
+    46_661_752,
+)
+_KTUBERLING_ROOT = "./usr/share/ktuberling/"
+# Language folders whose words of the default playground are wideband (22-48 kHz) and sound
+# like one person (every pair of clips above 0.45 cosine; docs/data.md). Left out: da (its
+# clips split into two voices), fr (its sound theme names files the package lacks), id (no
+# files), the sr@ variants (byte-identical copies of sr) and the 8 kHz folders es, fi, it, nds,
+# nl, pt, sv.
+_KTUBERLING_LANGUAGES = (
+    "ca", "de", "el", "en", "ga", "gl", "lt", "nn", "ro", "ru", "sl", "sr", "uk", "wa",
+)  # fmt: skip
+_KTUBERLING_CLIP_SECONDS = 3.0
+_KTUBERLING_GAP_SECONDS = 0.2
+_KTUBERLING_SELECTION = (
+    f"default playground of {', '.join(_KTUBERLING_LANGUAGES)}; clips of "
+    f"{_KTUBERLING_CLIP_SECONDS} s, {_KTUBERLING_GAP_SECONDS} s between words"
+)
+
+
+def ktuberling_files() -> list[SpeechFile]:
+    """Clips of >= 3 s of one voice each: the words of ktuberling's default playground (20
+    objects: ball, bow, coat, ...) in each of 14 languages, one voice per language.
+
+    The package holds one short word per file (about 0.8 s); a speaker model needs more, so
+    the words are joined in the order of the playground, with 0.2 s of silence between them,
+    and a clip ends as soon as it reaches 3 s (the words left over are dropped). A language
+    folder can hold several voices (later themes were recorded by others), so only the words
+    of the default playground, recorded first, are used. The clips are written once into the
+    cache as 16 kHz WAV files.
+    """
+    folder = cache_dir() / "corpora" / Path(_KTUBERLING_DEB.member).stem
+    entries = _read_manifest(folder, _KTUBERLING_DEB, _KTUBERLING_SELECTION)
+    if entries is None:
+        entries = _make_ktuberling_clips(folder)
+    return [
+        SpeechFile(
+            "ktuberling",
+            str(Path(relative).with_suffix("")),
+            folder / relative,
+            f"ktuberling:{Path(relative).parent.name}",
+            seconds,
+        )
+        for relative, (_, seconds) in sorted(entries.items())
+    ]
+
+
+def _make_ktuberling_clips(folder: Path) -> dict[str, tuple[int, float]]:
+    label = Path(_KTUBERLING_DEB.member).name
+    data_tar = ar_member(_download_debian(_KTUBERLING_DEB), "data.tar.", label)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data_tar)) as bundle:
+            members = {
+                info.name: source.read()
+                for info in bundle
+                if info.isfile()
+                and info.name.startswith(_KTUBERLING_ROOT)
+                and (source := bundle.extractfile(info)) is not None
+            }
+    except (tarfile.TarError, OSError) as error:
+        raise AssetError(f"cannot read {label}: {error}") from error
+    playground = _xml_attributes(members[_KTUBERLING_ROOT + "pics/default_theme.theme"], "object")
+    words = list(dict.fromkeys(a["sound"] for a in playground if "sound" in a))
+    entries: dict[str, tuple[int, float]] = {}
+    for language in _KTUBERLING_LANGUAGES:
+        theme = members[f"{_KTUBERLING_ROOT}sounds/{language}.soundtheme"]
+        files = {a["name"]: a["file"] for a in _xml_attributes(theme, "sound")}
+        recordings = [
+            members[f"{_KTUBERLING_ROOT}sounds/{files[word]}"] for word in words if word in files
+        ]
+        for number, clip in enumerate(_join_words(recordings)):
+            relative = f"{language}/clip-{number:02d}.wav"
+            buffer = io.BytesIO()
+            soundfile.write(buffer, clip, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+            _write_atomically(folder / relative, buffer.getvalue())
+            entries[relative] = (buffer.getbuffer().nbytes, round(clip.size / SAMPLE_RATE, 4))
+    manifest = {
+        "package_sha256": _KTUBERLING_DEB.sha256,
+        "selection": _KTUBERLING_SELECTION,
+        "files": entries,
+    }
+    _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
+    return entries
+
+
+def _join_words(recordings: list[bytes]) -> list[NDArray[np.float32]]:
+    gap = np.zeros(round(_KTUBERLING_GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    clips: list[NDArray[np.float32]] = []
+    pending: list[NDArray[np.float32]] = []
+    for recording in recordings:
+        if pending:
+            pending.append(gap)
+        pending.append(decode(recording).mix().samples)
+        if sum(part.size for part in pending) >= _KTUBERLING_CLIP_SECONDS * SAMPLE_RATE:
+            clips.append(np.concatenate(pending))
+            pending = []
+    return clips
+
+
+def _xml_attributes(document: bytes, tag: str) -> list[dict[str, str]]:
+    """The attributes of every `tag` element of a small, trusted XML file of the package."""
+    return [dict(element.attrib) for element in ElementTree.fromstring(document).iter(tag)]
+
+
+# --- Every corpus, described; the single-speaker recordings of each band ------------------
+
+WIDEBAND = "wideband"
+NARROWBAND = "narrowband"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What one source is; docs/data.md has the same figures, and the tests check them."""
+
+    name: str
+    """The `SpeechFile.corpus` of its files."""
+    package: str
+    licence: str
+    band: str
+    """WIDEBAND (16 kHz or more) or NARROWBAND (8 kHz telephone band)."""
+    speakers: int
+    files: int
+    single_speaker: bool
+    """Whether each file has one speaker (AMI meetings have several: use `ami_segments`)."""
+    list_files: Callable[[], list[SpeechFile]]
+
+
+CORPORA = (
+    Corpus(
+        "ami",
+        "PyPI pyannote.audio 4.0.7 (sdist)",
+        "AMI Meeting Corpus, CC BY 4.0 (package MIT)",
+        WIDEBAND,
+        speakers=27,
+        files=14,
+        single_speaker=False,
+        list_files=ami_files,
+    ),
+    Corpus(
+        "an4",
+        "PyPI espnet 202611 (sdist)",
+        "CMU AN4, BSD-style (package Apache-2.0)",
+        WIDEBAND,
+        speakers=5,
+        files=8,
+        single_speaker=True,
+        list_files=an4_files,
+    ),
+    Corpus(
+        "librivox",
+        "Debian pocketsphinx-testdata 0.8+5prealpha+1-15",
+        "LibriVox, public domain (package BSD-2-Clause)",
+        WIDEBAND,
+        speakers=1,
+        files=5,
+        single_speaker=True,
+        list_files=librivox_files,
+    ),
+    Corpus(
+        "asterisk-g722",
+        "Debian asterisk-core-sounds-{en,fr,it,ru}-g722 1.6.1-1",
+        "CC BY-SA 3.0 (en, fr), CC BY 3.0 (it, ru)",
+        WIDEBAND,
+        speakers=4,
+        files=1404,
+        single_speaker=True,
+        list_files=asterisk_wideband_files,
+    ),
+    Corpus(
+        "ktuberling",
+        "Debian ktuberling-data 4:22.12.3-1",
+        "GPL-2+",
+        WIDEBAND,
+        speakers=14,
+        files=67,
+        single_speaker=True,
+        list_files=ktuberling_files,
+    ),
+    Corpus(
+        "asterisk-gsm",
+        "Debian asterisk-core-sounds-{en,es,fr,it,ru}-gsm 1.6.1-1, "
+        "asterisk-prompt-it-menardi-gsm 1:1.4.22+mm20110907-3.1, "
+        "asterisk-prompt-es-co 0.20070403-2.1, asterisk-prompt-fr-armelle 20070613-2.2",
+        "CC BY-SA 3.0 (en, es, fr, it-menardi), CC BY 3.0 (it, ru), GPL-2 (es-co), "
+        "BSD-style (fr-armelle)",
+        NARROWBAND,
+        speakers=7,
+        files=2323,
+        single_speaker=True,
+        list_files=asterisk_telephone_files,
+    ),
+)
+
+
+def labelled_speech(min_seconds: float = 0.0) -> list[SpeechFile]:
+    """Every single-speaker recording of every wideband corpus, at least `min_seconds` long.
+
+    Speaker ids carry their corpus's prefix, so two files share a speaker exactly when the same
+    person speaks in both. AMI is not here (its files are meetings; see `ami_segments`).
+    """
+    return _single_speaker_files(WIDEBAND, min_seconds)
+
+
+def telephone_speech(min_seconds: float = 0.0) -> list[SpeechFile]:
+    """Every recording of real narrowband (8 kHz telephone) speech, at least `min_seconds`.
+
+    Its speakers are the Asterisk voices; four of them are in `labelled_speech` too, under the
+    same ids. A prompt of the same name (`SpeechFile.name`) in both is one take encoded twice
+    (GSM and G.722 of the same master), so a trial across bands must pair different prompts.
+    """
+    return _single_speaker_files(NARROWBAND, min_seconds)
+
+
+def _single_speaker_files(band: str, min_seconds: float) -> list[SpeechFile]:
+    files = [
+        with_seconds(file)
+        for corpus in CORPORA
+        if corpus.band == band and corpus.single_speaker
+        for file in corpus.list_files()
+    ]
+    return [file for file in files if file.seconds is not None and file.seconds >= min_seconds]
+
+
+def with_seconds(file: SpeechFile) -> SpeechFile:
+    """The file with its length filled in (read from the header when its lister had none)."""
+    if file.seconds is not None:
+        return file
+    return dataclasses.replace(file, seconds=soundfile.info(str(file.path)).duration)
 
 
 # --- Loading and shared plumbing ----------------------------------------------------------
