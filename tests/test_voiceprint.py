@@ -172,16 +172,18 @@ def test_a_bad_item_of_a_mixed_request_is_named_by_its_index_in_the_request() ->
         ({5: resign(damaged_v2)}, 5, "bandwidth"),
         # An integrity problem anywhere is reported before a field problem.
         ({5: resign(damaged_v2), 6: bytes(damaged_v1)}, 6, "checksum"),
-        # A version 2 header on a record of version 1's length.
+        # A version 1 header on a record of version 2's length, and the other way round.
         ({2: resign(bytearray(records[2][:4] + b"\1\0" + records[2][6:]))}, 2, "truncated"),
         ({3: resign(bytearray(records[3][:4] + b"\2\0" + records[3][6:]))}, 3, "truncated"),
     ]
     for replacements, index, reason in cases:
         items = [replacements.get(position, record) for position, record in enumerate(records)]
-        for decode, form in ((decode_bytes_batch, items), (decode_base64_batch, map(b64, items))):
-            with pytest.raises(VoiceprintError) as error:
-                decode(list(form))  # type: ignore[operator]
-            assert (error.value.index, error.value.reason) == (index, reason), replacements
+        with pytest.raises(VoiceprintError) as binary:
+            decode_bytes_batch(items)
+        assert (binary.value.index, binary.value.reason) == (index, reason), replacements
+        with pytest.raises(VoiceprintError) as text:
+            decode_base64_batch([b64(item) for item in items])
+        assert (text.value.index, text.value.reason) == (index, reason), replacements
 
 
 def with_condition_block(**changes: object) -> bytes:

@@ -430,7 +430,7 @@ def decode_bytes_batch(items: Sequence[bytes], model: str | None = None) -> Voic
 
 
 def _of_known_length(lengths: npt.NDArray[np.int64], known: list[int]) -> npt.NDArray[np.bool_]:
-    mask = lengths == known[0]
+    mask: npt.NDArray[np.bool_] = lengths == known[0]
     for length in known[1:]:
         mask |= lengths == length
     return mask
