@@ -18,7 +18,7 @@ error either way, 560 Hz above the highest telephone version and 1.78 kHz below 
 original. Telephone audio cannot exceed 4 kHz; wideband codecs keep 6.4-7 kHz and more.
 
 The model's own filterbank features are not used for this, though they cover 0-8 kHz: they are
-floored at float32 epsilon in the power of samples in [-1, 1], a floor that sits only 20-30 dB
+floored at float32 epsilon in the power of samples in [-1, 1], a floor that sat as little as 20 dB
 below the telephone band of quiet speech (AN4 is recorded at about -48 dBFS), where the
 measure needs 40 dB and more. A spectrum of the speech in 32 ms frames (and the frame powers
 of the whole signal) cost about 0.15 ms per second of audio.
