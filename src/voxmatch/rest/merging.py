@@ -19,8 +19,7 @@ from voxmatch.rest.bodies import decode_voiceprints_body
 from voxmatch.rest.extraction import condition_fields
 from voxmatch.rest.schemas import VoiceprintsRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import MERGING, JsonObject, TaskRecord
-from voxmatch.tasks.voiceprint_jobs import MERGING_CONDITION_ARRAYS
+from voxmatch.tasks import MERGING, MERGING_CONDITION_ARRAYS, JsonObject, TaskRecord
 
 TECHNOLOGY = "speaker-identification-voiceprint-merging"
 
