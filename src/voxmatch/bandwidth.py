@@ -15,7 +15,10 @@ clips of AMI, AN4 and LibriVox speakers and their 749 telephone versions (band-p
 44.1 kHz). Every original has a bandwidth of at least 6.28 kHz (median 7.25 kHz), every
 telephone version at most 3.94 kHz (median 3.81 kHz): the threshold at 4.5 kHz makes no
 error either way, 560 Hz above the highest telephone version and 1.78 kHz below the lowest
-original. Telephone audio cannot exceed 4 kHz; wideband codecs keep 6.4-7 kHz and more.
+original. Telephone audio cannot exceed 4 kHz; wideband codecs keep 6.4-7 kHz and more, but
+MP3 at 16 kHz cuts wideband speech at 5.9 kHz (measured on the four clips of
+tests/test_bandwidth.py, where telephone versions re-encoded as MP3 or Opus still measure
+3.6-3.9 kHz): a threshold much above 4.5 kHz would call such files narrowband.
 
 The model's own filterbank features are not used for this, though they cover 0-8 kHz: they are
 floored at float32 epsilon in the power of samples in [-1, 1], a floor that sat as little as 20 dB
