@@ -21,10 +21,12 @@ tests/test_bandwidth.py, where telephone versions re-encoded as MP3 or Opus stil
 3.6-3.9 kHz): a threshold much above 4.5 kHz would call such files narrowband.
 
 The model's own filterbank features are not used for this, though they cover 0-8 kHz: they are
-floored at float32 epsilon in the power of samples in [-1, 1], a floor that sat as little as 20 dB
-below the telephone band of quiet speech (AN4 is recorded at about -48 dBFS), where the
-measure needs 40 dB and more. A spectrum of the speech in 32 ms frames (and the frame powers
-of the whole signal) cost about 0.15 ms per second of audio.
+not dithered (dither 0, as 3D-Speaker computes them), so an empty band is not lifted to a
+dither floor, but their log is floored at float32 epsilon in the power of samples in [-1, 1],
+a floor that sat as little as 20 dB below the telephone band of the quietest speech measured
+(AN4 is recorded at about -48 dBFS), where the measure needs 40 dB and more. A spectrum of the
+speech in 32 ms frames (and the frame powers of the whole signal) costs about 0.15 ms per
+second of audio.
 
 The SNR estimate compares the mean power of the speech frames with the noise floor, taken as the
 10th percentile of the power of every 32 ms frame of the signal (speech or not). Both are kept as

@@ -137,7 +137,10 @@ def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " in more than one place with different values, it is a 422. The file streams into"
             " the data folder; a full queue is refused (429) before the upload is read. A file"
             " that is not usable audio gives a `rejected` task saying why; audio without speech"
-            " gives a voiceprint with speech_length 0, which scores 0 against anything."
+            " gives a voiceprint with speech_length 0, which scores 0 against anything. voxmatch"
+            " adds to each channel's result its `condition` (`wideband`, or `narrowband` for"
+            " telephone-band audio whatever the file's rate) and `bandwidth_hz`, the detected"
+            " upper edge of its content."
         ),
         openapi_extra={
             "requestBody": {
