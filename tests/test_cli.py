@@ -128,6 +128,8 @@ def test_extract_then_compare(tmp_path: Path) -> None:
     assert written == ["alice-1.vp", "alice-2.vp", "bob.vp", "call.ch0.vp", "call.ch1.vp"]
     alice = Voiceprint.from_base64((tmp_path / "vps" / "alice-1.vp").read_text().strip())
     assert alice.speech_length > 3
+    (alice_line,) = [line for line in extracted.stdout.splitlines() if "alice-1.vp" in line]
+    assert alice_line.endswith(f"\twideband {alice.bandwidth:.0f} Hz"), alice_line
 
     compared = voxmatch(
         "compare",

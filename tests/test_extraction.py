@@ -13,11 +13,13 @@ from numpy.typing import NDArray
 
 from _audio_fixtures import SAMPLE_RATE
 from _helpers import speech_clip
-from tools import corpora
+from tools import corpora, phone_channels
 from voxmatch.audio import decode
+from voxmatch.cohort import Cohort, cohort_statistics
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.models import DEFAULT_MODEL_NAME
 from voxmatch.stopping import Stopped
+from voxmatch.voiceprint import NARROWBAND, WIDEBAND, Voiceprint
 
 # Embeddings of the same samples along different paths (another feeding of the detector,
 # blocks decoded apart, pieces embedded one by one) agree to float32 rounding of the network:
@@ -183,3 +185,51 @@ def test_a_speech_cap_stops_decoding_early(tmp_path: Path) -> None:
         rtol=EMBEDDING_TOLERANCE,
         atol=1e-6,
     )
+
+
+def test_streamed_and_decoded_extraction_measure_the_same_condition(tmp_path: Path) -> None:
+    signal = meeting("dev00")
+    path = tmp_path / "meeting.wav"
+    path.write_bytes(wav_bytes(signal))
+    (streamed,) = extractor().extract_source(path)
+    (whole,) = extractor().extract_audio(decode(path))
+    ours, theirs = streamed.extraction.voiceprint, whole.extraction.voiceprint
+    assert ours.condition == theirs.condition == WIDEBAND
+    assert ours.bandwidth == theirs.bandwidth > 6000
+    # The same frames summed in other groupings: float64 rounding only.
+    assert ours.snr == pytest.approx(theirs.snr, abs=1e-6)
+    assert Voiceprint.from_base64(ours.to_base64()).bandwidth == ours.bandwidth
+
+
+def test_audio_from_an_8_khz_source_is_narrowband(tmp_path: Path) -> None:
+    narrow = phone_channels.telephone(meeting("dev00")[: 10 * SAMPLE_RATE], "alaw", 8000)
+    audio = decode(narrow)
+    assert audio.original_sample_rate == 8000
+    (decoded,) = extractor().extract_audio(audio)
+    assert decoded.extraction.voiceprint.condition == NARROWBAND
+    assert decoded.extraction.voiceprint.bandwidth <= 4000
+    # The samples alone, without the source rate, are judged by their content: narrowband too.
+    by_content = extractor().extract(audio.samples[0])
+    assert by_content.voiceprint.condition == NARROWBAND
+
+
+def test_a_configured_cohort_fills_the_score_normalisation_statistics() -> None:
+    plain = extractor()
+    others = [
+        plain.extract(speech_clip(speaker, recording)).voiceprint.embedding
+        for speaker, recording in (("FEE083", "trn06"), ("FEE078", "trn05"), ("MEE075", "trn04"))
+    ]
+    cohort = Cohort.of(np.stack(others), top_n=2)
+    with_cohort = Extractor(plain.model, plain.vad, cohort=cohort)
+    signal = speech_clip("MEE009", "dev01")
+    voiceprint = with_cohort.extract(signal).voiceprint
+    means, stds = cohort_statistics(voiceprint.embedding, cohort.unit_embeddings, 2)
+    assert voiceprint.cohort_std > 0
+    # The same float64 computation on the same float32 embedding, stored as float32.
+    assert voiceprint.cohort_mean == pytest.approx(float(means[0]), abs=1e-7)
+    assert voiceprint.cohort_std == pytest.approx(float(stds[0]), abs=1e-7)
+    without = plain.extract(signal).voiceprint
+    assert (without.cohort_mean, without.cohort_std) == (0.0, 0.0)
+    np.testing.assert_array_equal(voiceprint.embedding, without.embedding)
+    with pytest.raises(ValueError, match="192"):
+        Extractor(plain.model, plain.vad, cohort=Cohort.of(np.eye(8), top_n=2))

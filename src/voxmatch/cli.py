@@ -182,6 +182,7 @@ def extract(
     from voxmatch.models.speaker_model import SpeakerModelError
     from voxmatch.request_checks import RequestError, speech_cap
     from voxmatch.shared_extractor import build_extractor
+    from voxmatch.voiceprint import NARROWBAND
 
     settings = _settings(config, data_dir=data_dir)
     try:
@@ -235,7 +236,11 @@ def extract(
                 except OSError as error:
                     bars.fail(f"cannot write {target}: {error.strerror}")
                 written.add(target.name.casefold())
-                typer.echo(f"{target}\tspeech {voiceprint.speech_length:.2f} s")
+                condition = "narrowband" if voiceprint.condition == NARROWBAND else "wideband"
+                typer.echo(
+                    f"{target}\tspeech {voiceprint.speech_length:.2f} s\t{condition}"
+                    f" {voiceprint.bandwidth:.0f} Hz"
+                )
                 if voiceprint.speech_length == 0:
                     bars.warn(f"{target}: no speech found: the empty voiceprint, which scores 0")
     if unusable:

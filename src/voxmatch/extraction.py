@@ -19,6 +19,11 @@ thread, so a stop request is seen within half a second. How speech is pieced:
   pieces is cut exactly in two. Each piece's embedding is scaled to unit length and the
   voiceprint is their average weighted by piece length: beyond a minute or two, more speech no
   longer changes a voiceprint noticeably.
+
+Beside the embedding, each signal's condition is measured as it streams (voxmatch.bandwidth:
+the effective bandwidth of its speech, narrowband below 4.5 kHz or from a source of 8 kHz or
+less, and an SNR estimate), and with a cohort configured, the embedding's score-normalisation
+statistics against it (voxmatch.cohort). All of it goes into the voiceprint.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ from voxmatch.audio import (
     parse_channel_mode,
     stream_audio,
 )
+from voxmatch.bandwidth import ConditionMeter
+from voxmatch.cohort import Cohort
 from voxmatch.models.registry import ModelDescription, describe
 from voxmatch.models.speaker_model import SpeakerModel, load_speaker_model
 from voxmatch.stopping import check
 from voxmatch.vad import WINDOW, VoiceActivityDetector
-from voxmatch.voiceprint import Voiceprint
+from voxmatch.voiceprint import WIDEBAND, Voiceprint
 
 DEFAULT_PIECE_SECONDS = 30.0
 """Longest speech that goes through the network in one run (see the module's docstring)."""
@@ -82,9 +89,18 @@ class Extractor:
         *,
         piece_seconds: float = DEFAULT_PIECE_SECONDS,
         min_speech_seconds: float = MIN_SPEECH_SECONDS,
+        cohort: Cohort | None = None,
     ) -> None:
+        """`cohort`, when given, makes every voiceprint carry its score-normalisation
+        statistics against it (embeddings of the same model)."""
         self.model = model
         self.vad = vad
+        if cohort is not None and cohort.embedding_dim != model.description.embedding_dim:
+            raise ValueError(
+                f"the cohort holds {cohort.embedding_dim}-dimensional embeddings, the model"
+                f" makes {model.description.embedding_dim}"
+            )
+        self.cohort = cohort
         self.min_speech_seconds = max(min_speech_seconds, (model.min_frames + 2) * 0.01 + 0.015)
         if not piece_seconds >= 2 * self.min_speech_seconds:
             raise ValueError(
@@ -101,11 +117,12 @@ class Extractor:
     def sample_rate(self) -> int:
         return self.model.description.sample_rate
 
-    def empty_voiceprint(self) -> Voiceprint:
+    def empty_voiceprint(self, condition: int = WIDEBAND) -> Voiceprint:
         return Voiceprint.from_embedding(
             np.zeros(self.description.embedding_dim, dtype=np.float32),
             speech_length=0.0,
             model=self.description.name,
+            condition=condition,
         )
 
     def extract(
@@ -114,9 +131,14 @@ class Extractor:
         *,
         max_speech_seconds: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        source_rate: int | None = None,
     ) -> Extraction:
-        """The voiceprint of one mono signal at the model's sample rate (16 kHz)."""
-        signal = _SignalExtraction(self, max_speech_seconds, should_stop)
+        """The voiceprint of one mono signal at the model's sample rate (16 kHz).
+
+        `source_rate` is the rate the audio had before it was resampled, when known: audio of
+        8 kHz or less is narrowband whatever its content.
+        """
+        signal = _SignalExtraction(self, max_speech_seconds, should_stop, source_rate)
         step = self._feed_samples
         for begin in range(0, samples.shape[0], step):
             if signal.feed(samples[begin : begin + step]):
@@ -143,7 +165,10 @@ class Extractor:
         results = []
         for signal in audio.signals(channel_mode, channels):
             extraction = self.extract(
-                signal.samples, max_speech_seconds=max_speech_seconds, should_stop=should_stop
+                signal.samples,
+                max_speech_seconds=max_speech_seconds,
+                should_stop=should_stop,
+                source_rate=audio.original_sample_rate,
             )
             results.append(ChannelExtraction(signal.channel_number, extraction))
         return results
@@ -182,7 +207,12 @@ class Extractor:
         )
         try:
             numbers = [0] if mode == "mix" else list(stream.channel_numbers)
-            signals = [_SignalExtraction(self, max_speech_seconds, should_stop) for _ in numbers]
+            signals = [
+                _SignalExtraction(
+                    self, max_speech_seconds, should_stop, stream.original_sample_rate
+                )
+                for _ in numbers
+            ]
             done = 0
             for block in stream:
                 if mode == "mix":
@@ -222,9 +252,12 @@ class _SignalExtraction:
         extractor: Extractor,
         max_speech_seconds: float | None,
         should_stop: Callable[[], bool] | None,
+        source_rate: int | None,
     ) -> None:
         self._extractor = extractor
         self._should_stop = should_stop
+        self._source_rate = source_rate
+        self._meter = ConditionMeter(extractor.sample_rate)
         self._stream = extractor.vad.stream(max_speech_seconds)
         self._piece = round(extractor.piece_seconds * extractor.sample_rate)
         self._waiting: list[npt.NDArray[np.float32]] = []
@@ -241,6 +274,7 @@ class _SignalExtraction:
         self._check()
         if self._stream.capped:
             return True
+        self._meter.add_audio(samples)
         capped = self._stream.feed(samples)
         self._gather(self._stream.take())
         return capped
@@ -252,8 +286,9 @@ class _SignalExtraction:
         extractor = self._extractor
         processed = rest.processed_seconds
         speech_seconds = self._stream.speech_samples / extractor.sample_rate
+        measured = self._meter.result(self._source_rate)
         if speech_seconds < extractor.min_speech_seconds:
-            return Extraction(extractor.empty_voiceprint(), processed)
+            return Extraction(extractor.empty_voiceprint(measured.condition), processed)
         speech = _joined(self._waiting)
         self._waiting = []
         if self._weight == 0 and speech.shape[0] <= self._piece:
@@ -264,12 +299,24 @@ class _SignalExtraction:
             self._embed_piece(speech[:half])
             self._embed_piece(speech[half : 2 * half])
             embedding = (self._sum / self._weight).astype(np.float32)
+        cohort_mean, cohort_std = 0.0, 0.0
+        if extractor.cohort is not None:
+            means, stds = extractor.cohort.statistics(embedding[np.newaxis, :])
+            cohort_mean, cohort_std = float(means[0]), float(stds[0])
         voiceprint = Voiceprint.from_embedding(
-            embedding, speech_length=speech_seconds, model=extractor.description.name
+            embedding,
+            speech_length=speech_seconds,
+            model=extractor.description.name,
+            condition=measured.condition,
+            bandwidth=measured.bandwidth,
+            snr=measured.snr,
+            cohort_mean=cohort_mean,
+            cohort_std=cohort_std,
         )
         return Extraction(voiceprint, processed)
 
     def _gather(self, speech: npt.NDArray[np.float32]) -> None:
+        self._meter.add_speech(speech)
         if speech.shape[0]:
             self._waiting.append(speech)
             self._waiting_length += speech.shape[0]

@@ -21,6 +21,13 @@ embedding is stored as computed, not renormalised, for the same reason; scoring 
 
 The merged voiceprint's speech length is the sum of the inputs'. Voiceprints of no speech weigh
 nothing; if every input is empty, so is the result.
+
+Its condition and quality come from the inputs that weigh (all of them when none does): it is
+narrowband if any of them is, since its embedding then holds narrowband speech that a wideband
+calibration would misjudge; its bandwidth is the smallest measured one (0 when none of them was
+measured, as for version 1 voiceprints); its SNR is the speech-length-weighted mean of the
+measured ones' (in dB). Cohort statistics belong to one embedding, so the merge has none (0 and
+0): compute them again for the merged embedding if needed.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from voxmatch.voiceprint import Voiceprint, VoiceprintBatch
+from voxmatch.voiceprint import NARROWBAND, WIDEBAND, Voiceprint, VoiceprintBatch
 
 
 def merge_voiceprints(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> Voiceprint:
@@ -47,6 +54,19 @@ def merge_voiceprints(voiceprints: VoiceprintBatch | Sequence[Voiceprint]) -> Vo
     # no weights at all, weigh them equally rather than throw them away. Empty ones (zero
     # embeddings) still give the empty voiceprint.
     merged = weights @ embeddings / total if total > 0 else embeddings.mean(axis=0)
+    contributing = weights > 0 if total > 0 else np.ones(len(batch), dtype=bool)
+    measured = contributing & (batch.bandwidths > 0)
+    bandwidth = float(batch.bandwidths[measured].min()) if measured.any() else 0.0
+    snr = 0.0
+    if measured.any():
+        snr_weights = weights[measured] if total > 0 else np.ones(int(measured.sum()))
+        snr = float(np.average(batch.snrs[measured].astype(np.float64), weights=snr_weights))
+    narrow = bool((batch.conditions[contributing] == NARROWBAND).any())
     return Voiceprint.from_embedding(
-        merged.astype(np.float32), speech_length=float(total), model=batch.model
+        merged.astype(np.float32),
+        speech_length=float(total),
+        model=batch.model,
+        condition=NARROWBAND if narrow else WIDEBAND,
+        bandwidth=bandwidth,
+        snr=snr,
     )

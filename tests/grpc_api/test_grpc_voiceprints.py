@@ -122,6 +122,8 @@ def test_merge_over_grpc_and_rest(server: RunningServer) -> None:
         "voiceprint": base64.b64encode(response.voiceprint.content).decode(),
         "speech_length": pytest.approx(total, rel=1e-6),
         "model": batch.model,
+        "condition": "wideband",
+        "bandwidth_hz": 0,
     }
 
 

@@ -21,7 +21,9 @@ from _helpers import (
     start_server,
     wait_for_task,
 )
+from tools import phone_channels
 from voxmatch import Voiceprint, compare
+from voxmatch.voiceprint import NARROWBAND
 
 EXTRACTION = "/api/technology/speaker-identification-voiceprint-extraction"
 
@@ -62,12 +64,30 @@ def test_result_has_the_spe4_shape(server: RunningServer) -> None:
     body = extract(server.client(), wav_bytes(speech_clip("FEE083", "trn09")))
     assert body["error"] is None
     (channel,) = body["result"]["channels"]
-    assert set(channel) == {"channel_number", "voiceprint", "speech_length", "model"}
+    spe4 = {"channel_number", "voiceprint", "speech_length", "model"}
+    assert set(channel) == spe4 | {"condition", "bandwidth_hz"}, "SPE4's, and two additions"
     assert channel["channel_number"] == 0
     assert channel["model"] == "campplus-zh-en-16k-advanced"
     assert 3.0 < channel["speech_length"] <= 6.9
     voiceprint = Voiceprint.from_base64(channel["voiceprint"])
     assert voiceprint.speech_length == pytest.approx(channel["speech_length"], abs=1e-3)
+    assert channel["condition"] == "wideband"
+    assert channel["bandwidth_hz"] == round(voiceprint.bandwidth)
+    assert channel["bandwidth_hz"] > 6000
+
+
+def test_telephone_audio_is_reported_narrowband_whatever_the_rate_of_the_file(
+    server: RunningServer,
+) -> None:
+    client = server.client()
+    samples = speech_clip("FEE078", "trn05")
+    for stored_rate in (8000, 16000, 44100):
+        wav = phone_channels.telephone(samples, "gsm", stored_rate)
+        (channel,) = extract(client, wav, "call.wav")["result"]["channels"]
+        assert channel["condition"] == "narrowband", stored_rate
+        assert 3000 < channel["bandwidth_hz"] <= 4000, stored_rate
+        voiceprint = Voiceprint.from_base64(channel["voiceprint"])
+        assert voiceprint.condition == NARROWBAND
 
 
 def test_same_file_twice_gives_the_same_voiceprint(server: RunningServer) -> None:

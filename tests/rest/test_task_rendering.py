@@ -75,6 +75,24 @@ def test_a_done_extraction_without_vectors_has_no_vector_key() -> None:
     }
 
 
+def test_a_channel_with_its_condition_renders_the_voxmatch_additions() -> None:
+    measured = {**channel(0, 5.0), "condition": 1, "bandwidth": 3812.4}
+    rendered = render_extraction({"channels": [measured], "vectors": False}, {})
+    assert rendered == {
+        "channels": [
+            {
+                "channel_number": 0,
+                "voiceprint": "dm9pY2VwcmludA==",
+                "speech_length": 5.0,
+                "model": "campplus-voxceleb",
+                "condition": "narrowband",
+                "bandwidth_hz": 3812,
+            }
+        ]
+    }
+    # A channel stored by a version that measured nothing renders SPE4's fields alone (above).
+
+
 def test_a_rejected_task_renders_to_a_validation_error_locating_the_field() -> None:
     error = stored_error(
         REJECTED,

@@ -27,13 +27,27 @@ from voxmatch.rest.tasks import TaskApi, accepted, add_task_routes, storage_erro
 from voxmatch.rest.uploads import FILE_FIELD, receive_form
 from voxmatch.tasks import EXTRACTION, JsonObject
 from voxmatch.vectors import vector_rows
+from voxmatch.voiceprint import NARROWBAND
 
 TECHNOLOGY = "speaker-identification-voiceprint-extraction"
 
 
+def condition_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """voxmatch's additions to a voiceprint's result: its condition ("wideband" or
+    "narrowband") and effective bandwidth in Hz (0: not measured); none for a result stored by
+    a version that did not measure them."""
+    if "condition" not in stored:
+        return {}
+    return {
+        "condition": "narrowband" if stored["condition"] == NARROWBAND else "wideband",
+        "bandwidth_hz": round(stored["bandwidth"]),
+    }
+
+
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
     """SPE4's channels: speech length in milliseconds' precision, and when asked for, each
-    channel's vector voiceprint as a list of floats (empty for a channel of no speech)."""
+    channel's vector voiceprint as a list of floats (empty for a channel of no speech); with
+    voxmatch's `condition` and `bandwidth_hz` added."""
     if "vectors" not in result:
         # Stored by a voxmatch before tasks kept neutral results: already SPE4's channels.
         return {"channels": result["channels"]}
@@ -45,6 +59,7 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
             "voiceprint": stored["voiceprint"],
             "speech_length": round(stored["speech_length"], 3),
             "model": stored["model"],
+            **condition_fields(stored),
         }
         if vectors is not None:
             # Python floats, not float32: the digits SPE4 clients have always received.
@@ -122,7 +137,10 @@ def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " in more than one place with different values, it is a 422. The file streams into"
             " the data folder; a full queue is refused (429) before the upload is read. A file"
             " that is not usable audio gives a `rejected` task saying why; audio without speech"
-            " gives a voiceprint with speech_length 0, which scores 0 against anything."
+            " gives a voiceprint with speech_length 0, which scores 0 against anything. voxmatch"
+            " adds to each channel's result its `condition` (`wideband`, or `narrowband` for"
+            " telephone-band audio whatever the file's rate) and `bandwidth_hz`, the detected"
+            " upper edge of its content."
         ),
         openapi_extra={
             "requestBody": {

@@ -1,8 +1,9 @@
 """Voiceprint merging over REST (a voxmatch addition: SPE4 has it in gRPC only).
 
 POST `{"voiceprints": [...]}` (voiceprints of one speaker and one model), poll for
-`{"voiceprint": base64, "speech_length": seconds, "model": name}`: the speech-length-weighted
-merge of voxmatch.merging, the same as gRPC VoiceprintMerging.Merge gives.
+`{"voiceprint": base64, "speech_length": seconds, "model": name, "condition": "wideband" |
+"narrowband", "bandwidth_hz": Hz}`: the speech-length-weighted merge of voxmatch.merging, the
+same as gRPC VoiceprintMerging.Merge gives.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from fastapi import APIRouter
 
 from voxmatch.config import Settings
 from voxmatch.rest.bodies import decode_voiceprints_body
+from voxmatch.rest.extraction import condition_fields
 from voxmatch.rest.schemas import VoiceprintsRequest
 from voxmatch.rest.tasks import TaskApi, add_json_task_route, add_task_routes, submit_or_429
-from voxmatch.tasks import MERGING, JsonObject, TaskRecord
+from voxmatch.tasks import MERGING, MERGING_CONDITION_ARRAYS, JsonObject, TaskRecord
 
 TECHNOLOGY = "speaker-identification-voiceprint-merging"
 
@@ -27,6 +29,7 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
         "voiceprint": result["voiceprint"],
         "speech_length": result["speech_length"],
         "model": result["model"],
+        **condition_fields(result),
     }
 
 
@@ -40,7 +43,11 @@ def merging_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             runner,
             MERGING,
             params={"model": batch.model},
-            arrays={"embeddings": batch.embeddings, "speech_lengths": batch.speech_lengths},
+            arrays={
+                "embeddings": batch.embeddings,
+                "speech_lengths": batch.speech_lengths,
+                **{name: getattr(batch, name) for name in MERGING_CONDITION_ARRAYS},
+            },
             request_id=request_id,
             correlation_id=correlation_id,
         )
@@ -57,10 +64,12 @@ def merging_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " `max_list_length` base64 voiceprints of one speaker and one model into one: the"
             " speech-length-weighted mean of their embeddings, close to the voiceprint of the"
             " concatenated audio. The result is"
-            ' `{"voiceprint": base64, "speech_length": seconds, "model": name}`, where'
-            " speech_length is the sum of the inputs'. Voiceprints of no speech weigh nothing;"
-            " if all are empty, so is the result. A bad voiceprint, or voiceprints of different"
-            " models, is a 422 naming the index."
+            ' `{"voiceprint": base64, "speech_length": seconds, "model": name, "condition":'
+            ' "wideband" | "narrowband", "bandwidth_hz": Hz}`, where speech_length is the sum'
+            " of the inputs', the condition is narrowband if any input with speech is, and"
+            " bandwidth_hz is the smallest measured (0: none was). Voiceprints of no speech"
+            " weigh nothing; if all are empty, so is the result. A bad voiceprint, or"
+            " voiceprints of different models, is a 422 naming the index."
         ),
     )
     add_task_routes(router, tasks, TECHNOLOGY, MERGING, render_result)

@@ -17,7 +17,7 @@ from voxmatch.tasks.kinds import (
 )
 from voxmatch.tasks.runner import TaskRunner
 from voxmatch.tasks.store import JsonObject, TaskRecord, TaskState, TaskStore
-from voxmatch.tasks.voiceprint_jobs import CONVERSION, MERGING
+from voxmatch.tasks.voiceprint_jobs import CONVERSION, MERGING, MERGING_CONDITION_ARRAYS
 
 __all__ = [
     "COMPARISON",
@@ -25,6 +25,7 @@ __all__ = [
     "EXTRACTION",
     "INTERNAL",
     "MERGING",
+    "MERGING_CONDITION_ARRAYS",
     "REJECTED",
     "FieldError",
     "JsonObject",

@@ -23,7 +23,8 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
     include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds).
 
     Result {"channels": [{"channel_number", "voiceprint" (base64), "speech_length" (seconds,
-    as measured), "model"}], "vectors": bool}; when "vectors" is true, the array `vectors`
+    as measured), "model", "condition" (code), "bandwidth" (Hz)}], "vectors": bool}; when
+    "vectors" is true, the array `vectors`
     holds the channels' vector voiceprints in order (a zero row for a channel of no speech).
     """
 
@@ -52,6 +53,8 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
                 "voiceprint": result.extraction.voiceprint.to_base64(),
                 "speech_length": result.extraction.voiceprint.speech_length,
                 "model": result.extraction.voiceprint.model,
+                "condition": result.extraction.voiceprint.condition,
+                "bandwidth": result.extraction.voiceprint.bandwidth,
             }
             for result in results
         ]

@@ -2,7 +2,8 @@
 
 The REST layer decodes and checks the voiceprints before it accepts a task, so a task's inputs
 are already one model's embeddings: `embeddings` (N x D float32), and for merging also
-`speech_lengths` (N float32). Params: {"model": name}.
+`speech_lengths` (N float32) and the inputs' `conditions` (N uint8), `bandwidths` and `snrs`
+(N float32), which the merged voiceprint's condition comes from. Params: {"model": name}.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ CONVERSION = "conversion"
 MERGING = "merging"
 
 
+MERGING_CONDITION_ARRAYS = ("conditions", "bandwidths", "snrs")
+"""What a merging task stores of its inputs' conditions, named as `VoiceprintBatch` names them."""
+
+
 def _batch(context: TaskContext, with_speech_lengths: bool) -> VoiceprintBatch:
     embeddings = context.array("embeddings")
-    speech_lengths = (
-        context.array("speech_lengths")
-        if with_speech_lengths
-        else np.zeros(len(embeddings), dtype=np.float32)  # vectors do not depend on it
+    if not with_speech_lengths:
+        # Vectors depend on the embeddings alone.
+        return VoiceprintBatch(
+            embeddings, np.zeros(len(embeddings), dtype=np.float32), context.params["model"]
+        )
+    try:
+        conditions = {name: context.array(name) for name in MERGING_CONDITION_ARRAYS}
+    except FileNotFoundError:
+        # Accepted by a version that stored no conditions, and recovered by this one: its
+        # voiceprints were all version 1 (wideband, bandwidth not measured): the defaults.
+        conditions = {}
+    return VoiceprintBatch(
+        embeddings, context.array("speech_lengths"), context.params["model"], **conditions
     )
-    return VoiceprintBatch(embeddings, speech_lengths, context.params["model"])
 
 
 def convert(context: TaskContext) -> TaskOutcome:
@@ -39,7 +52,7 @@ def convert(context: TaskContext) -> TaskOutcome:
 
 
 def merge(context: TaskContext) -> TaskOutcome:
-    """Result {"voiceprint" (base64), "speech_length", "model"}."""
+    """Result {"voiceprint" (base64), "speech_length", "model", "condition", "bandwidth"}."""
     try:
         merged = merge_voiceprints(_batch(context, with_speech_lengths=True))
     except VoiceprintError as error:
@@ -54,6 +67,8 @@ def merge(context: TaskContext) -> TaskOutcome:
             "voiceprint": merged.to_base64(),
             "speech_length": merged.speech_length,
             "model": merged.model,
+            "condition": merged.condition,
+            "bandwidth": merged.bandwidth,
         }
     )
 
