@@ -162,12 +162,15 @@ def check_gallery_name(name: str) -> None:
 
 
 def check_speaker_id(speaker_id: str, index: int | None = None) -> None:
-    if not 0 < len(speaker_id) <= MAX_SPEAKER_ID_LENGTH or any(
-        unicodedata.category(character).startswith("C") for character in speaker_id
+    if (
+        not 0 < len(speaker_id) <= MAX_SPEAKER_ID_LENGTH
+        or "/" in speaker_id
+        or any(unicodedata.category(character).startswith("C") for character in speaker_id)
     ):
         raise GalleryError(
             "speaker-id",
-            f"a speaker id is 1 to {MAX_SPEAKER_ID_LENGTH} printable characters",
+            f"a speaker id is 1 to {MAX_SPEAKER_ID_LENGTH} printable characters other than '/'"
+            " (it is a segment of a URL path)",
             index,
         )
 
@@ -461,8 +464,9 @@ class Gallery:
                 0,
             )
 
-    def enrol(self, enrolment: Enrolment) -> None:
-        """Enrol every speaker of `enrolment`, replacing any speaker of the same id."""
+    def enrol(self, enrolment: Enrolment) -> int:
+        """Enrol every speaker of `enrolment`, replacing any speaker of the same id; how many
+        were replaced."""
         self._check_model(enrolment.voiceprints)
         speakers = len(enrolment.speaker_ids)
         if len(set(enrolment.speaker_ids)) != speakers:
@@ -551,6 +555,7 @@ class Gallery:
                 self._speech[start : start + speakers] = speech
                 self._used = start + speakers
             self._compact_if_worth_it()
+        return len(replaced)
 
     def add_voiceprints(self, speaker_id: str, voiceprints: VoiceprintBatch) -> SpeakerInfo:
         """Merge more recordings into an enrolled speaker."""
