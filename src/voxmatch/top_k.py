@@ -46,7 +46,7 @@ class TopK:
     """How many columns each row was scored against (the valid ones)."""
 
 
-def top_k(
+def search_top_k(
     rows: npt.ArrayLike,
     columns: FloatMatrix,
     calibration: Calibration,
@@ -178,8 +178,8 @@ def posteriors(
     `prior_in_gallery` (pi) is the prior probability that the probe's speaker is enrolled at
     all, spread evenly over the speakers:
         p_s = LR_s (pi / N) / ((1 - pi) + (pi / N) sum_t LR_t),
-    computed in log space. The posteriors of one probe sum to at most pi-weighted 1; the rest is
-    the probability that the speaker is not enrolled.
+    computed in log space. Over all N speakers they sum to less than 1 (to less than pi when the
+    LRs average 1 or less); the rest is the probability that the speaker is not enrolled.
     """
     if not 0 <= prior_in_gallery <= 1:
         raise ValueError("prior_in_gallery must be between 0 and 1")

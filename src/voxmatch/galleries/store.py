@@ -42,11 +42,11 @@ import numpy as np
 import numpy.typing as npt
 
 from voxmatch.galleries.matrix import EmbeddingFile, matrix_path, write_compacted
-from voxmatch.models.registry import describe
+from voxmatch.models.registry import DEFAULT_MODEL_NAME, describe
 from voxmatch.scoring import Traits
 from voxmatch.stopping import StopCheck
-from voxmatch.top_k import posteriors, top_k
-from voxmatch.voiceprint import NARROWBAND, WIDEBAND, VoiceprintBatch
+from voxmatch.top_k import posteriors, search_top_k
+from voxmatch.voiceprint import NARROWBAND, WIDEBAND, Voiceprint, VoiceprintBatch
 
 DATABASE_FILE = "galleries.sqlite3"
 MAX_TOP_K = 1000
@@ -187,7 +187,12 @@ def encode_metadata(metadata: dict[str, Any] | None, index: int | None = None) -
 
 
 class GalleryStore:
-    """Every gallery of one data folder. Thread-safe; one process per data folder at a time."""
+    """Every gallery of one folder (`<data_dir>/galleries` for the server). Thread-safe; one
+    process at a time per folder: each keeps its own view of the rows in memory.
+
+    `owner` is the name of the API key a gallery belongs to; "" (the default) when keys are
+    off. Each owner has its own names.
+    """
 
     def __init__(self, folder: Path, *, fsync: bool = False) -> None:
         self.folder = folder
@@ -220,7 +225,15 @@ class GalleryStore:
         with self._db_lock:
             return self._db.execute(sql, parameters).fetchall()
 
-    def create(self, name: str, *, model: str, owner: str = "") -> tuple[GalleryInfo, bool]:
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def create(
+        self, name: str, *, model: str = DEFAULT_MODEL_NAME, owner: str = ""
+    ) -> tuple[GalleryInfo, bool]:
         """Create the gallery (True) or find it (False); a gallery of another model is an
         error."""
         check_gallery_name(name)
@@ -243,6 +256,16 @@ class GalleryStore:
                     f"gallery {name!r} exists with model {found[0]!r}, not {model!r}",
                 )
         return self.gallery(name, owner=owner).info(), found is None
+
+    def galleries(self, owner: str = "") -> list[GalleryInfo]:
+        """Every gallery of `owner`, by name."""
+        infos = []
+        for name in self.names(owner):
+            try:
+                infos.append(self.gallery(name, owner=owner).info())
+            except UnknownGallery:
+                continue  # deleted while listed
+        return infos
 
     def names(self, owner: str = "") -> list[str]:
         return [
@@ -394,27 +417,33 @@ class Gallery:
 
     def search(
         self,
-        probes: VoiceprintBatch,
+        probes: VoiceprintBatch | Sequence[Voiceprint],
         *,
-        top_k_count: int = 10,
+        top_k: int = 10,
         prior_in_gallery: float = 0.5,
         should_stop: StopCheck | None = None,
     ) -> list[list[Match]]:
-        """The `top_k_count` best speakers of each probe, best first, with their posteriors."""
+        """The `top_k` best speakers of each probe, best first, with their posteriors given
+        `prior_in_gallery` (see `top_k.posteriors`). Exact: every speaker is scored.
+
+        `should_stop` is asked between blocks of the gallery; when it says so,
+        `stopping.Stopped` is raised.
+        """
+        probes = VoiceprintBatch.coerce(probes)
         self._check_model(probes)
-        if not 1 <= top_k_count <= MAX_TOP_K:
-            raise GalleryError("top-k", f"top_k must be 1 to {MAX_TOP_K}, got {top_k_count}")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise GalleryError("top-k", f"top_k must be 1 to {MAX_TOP_K}, got {top_k}")
         if not (math.isfinite(prior_in_gallery) and 0 <= prior_in_gallery <= 1):
             raise GalleryError(
                 "prior", f"prior_in_gallery must be between 0 and 1, got {prior_in_gallery}"
             )
         snapshot = self._snapshot()
         calibration = describe(self.model).calibration
-        found = top_k(
+        found = search_top_k(
             probes.embeddings,
             snapshot.rows,
             calibration,
-            top_k_count,
+            top_k,
             row_traits=Traits.of(probes),
             column_traits=snapshot.traits,
             valid=snapshot.valid,
@@ -463,6 +492,16 @@ class Gallery:
                 f" {voiceprints.model!r}",
                 0,
             )
+
+    def enrol_speaker(
+        self,
+        speaker_id: str,
+        voiceprints: VoiceprintBatch | Sequence[Voiceprint],
+        metadata: dict[str, Any] | None = None,
+    ) -> SpeakerInfo:
+        """Enrol a speaker with one or more voiceprints, or replace an enrolled one."""
+        self.enrol(Enrolment.one(speaker_id, VoiceprintBatch.coerce(voiceprints), metadata))
+        return self.speaker(speaker_id)
 
     def enrol(self, enrolment: Enrolment) -> int:
         """Enrol every speaker of `enrolment`, replacing any speaker of the same id; how many
@@ -557,8 +596,11 @@ class Gallery:
             self._compact_if_worth_it()
         return len(replaced)
 
-    def add_voiceprints(self, speaker_id: str, voiceprints: VoiceprintBatch) -> SpeakerInfo:
+    def add_voiceprints(
+        self, speaker_id: str, voiceprints: VoiceprintBatch | Sequence[Voiceprint]
+    ) -> SpeakerInfo:
         """Merge more recordings into an enrolled speaker."""
+        voiceprints = VoiceprintBatch.coerce(voiceprints)
         self._check_model(voiceprints)
         with self.write_lock:
             self._check_alive()

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from voxmatch import request_checks
+from voxmatch._galleries_api import open_galleries
 from voxmatch.config import Settings
 from voxmatch.galleries import (
     MAX_METADATA_BYTES,
@@ -29,7 +30,6 @@ from voxmatch.galleries import (
     Enrolment,
     Gallery,
     GalleryError,
-    GalleryStore,
     UnknownGallery,
     UnknownSpeaker,
 )
@@ -221,7 +221,7 @@ def _requester() -> str:
 
 
 def galleries_router(settings: Settings) -> APIRouter:
-    store = GalleryStore(settings.data_dir / "galleries", fsync=settings.fsync)
+    store = open_galleries(settings.data_dir, fsync=settings.fsync)
     router = APIRouter(tags=["Speaker galleries (voxmatch addition)"])
 
     def find_gallery(name: str) -> Gallery:
@@ -272,17 +272,9 @@ def galleries_router(settings: Settings) -> APIRouter:
         summary="List the galleries (voxmatch addition)",
     )
     async def list_galleries() -> Response:
-        def listing() -> Response:
-            owner = _requester()
-            infos = []
-            for name in store.names(owner):
-                try:
-                    infos.append(asdict(store.gallery(name, owner=owner).info()))
-                except UnknownGallery:
-                    continue  # deleted while listed
-            return _json({"galleries": infos})
-
-        return await run(listing)
+        return await run(
+            lambda: _json({"galleries": [asdict(info) for info in store.galleries(_requester())]})
+        )
 
     @router.get(
         PREFIX + "/{gallery}",
@@ -476,7 +468,7 @@ def galleries_router(settings: Settings) -> APIRouter:
             target = find_gallery(gallery)
             probes = decode_voiceprints("voiceprints", parsed.voiceprints, model=target.model)
             results = target.search(
-                probes, top_k_count=parsed.top_k, prior_in_gallery=parsed.prior_in_gallery
+                probes, top_k=parsed.top_k, prior_in_gallery=parsed.prior_in_gallery
             )
             return _json(
                 {"results": [{"matches": [asdict(m) for m in matches]} for matches in results]}
