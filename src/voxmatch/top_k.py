@@ -55,11 +55,13 @@ def search_top_k(
     row_traits: Traits | None = None,
     column_traits: Traits | None = None,
     valid: npt.NDArray[np.bool_] | None = None,
+    block_bytes: int = BLOCK_BYTES,
     should_stop: StopCheck | None = None,
 ) -> TopK:
     """The `k` highest LLRs of each row against `columns` (any array-like of rows: a memory
     map is read block by block, never copied whole). Columns where `valid` is False are left
-    out of the ranking and of the sum. Ties keep no particular order.
+    out of the ranking and of the sum. Ties keep no particular order. `block_bytes` is how
+    many bytes of `columns` one block covers (see `BLOCK_BYTES`).
 
     `should_stop` is asked before each block; when it says so, `stopping.Stopped` is raised.
     """
@@ -75,7 +77,7 @@ def search_top_k(
     if valid is not None and valid.shape != (total,):
         raise ValueError("valid must say of every column whether it counts")
     running = _Running(count, k)
-    block_columns = max(1, min(BLOCK_BYTES // max(1, 4 * dim), MAX_BLOCK_SCORES // max(1, count)))
+    block_columns = max(1, min(block_bytes // max(1, 4 * dim), MAX_BLOCK_SCORES // max(1, count)))
     buffer = np.empty(count * min(block_columns, max(1, total)), dtype=np.float32)
     counted = total if valid is None else int(valid.sum())
     for start in range(0, total, block_columns):
