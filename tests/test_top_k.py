@@ -30,7 +30,8 @@ def traits(rng: np.random.Generator, count: int) -> Traits:
 def log_sum_exp(scores: np.ndarray) -> np.ndarray:
     values = scores.astype(np.float64)
     top = values.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True))).reshape(-1)
+    result: np.ndarray = (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True))).reshape(-1)
+    return result
 
 
 @pytest.mark.parametrize("calibration", [CAMPPLUS.calibration, QUALITY])

@@ -4,6 +4,7 @@ brute-force search, posteriors, and enrolments and deletions that survive kill -
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import httpx
 import numpy as np
@@ -47,7 +48,7 @@ def enrol(client: httpx.Client, gallery: str, speaker: str, voiceprints: list[Vo
 
 def search(
     client: httpx.Client, gallery: str, probes: list[Voiceprint], **options: float
-) -> list[list[dict[str, object]]]:
+) -> list[list[dict[str, Any]]]:
     response = client.post(
         f"{GALLERIES}/{gallery}/search",
         json={"voiceprints": [probe.to_base64() for probe in probes], **options},

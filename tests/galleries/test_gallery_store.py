@@ -142,8 +142,8 @@ def test_a_process_killed_while_enrolling_keeps_what_it_acknowledged(tmp_path: P
         assert info.voiceprints_count == 2 * info.speakers_count
         per_step: dict[int, set[int]] = {}
         for speaker in gallery.speakers(0, info.speakers_count):
-            step, _, index = speaker.speaker_id.partition("-")
-            per_step.setdefault(int(step), set()).add(int(index))
+            prefix, _, index = speaker.speaker_id.partition("-")
+            per_step.setdefault(int(prefix), set()).add(int(index))
         # The process may have gone on after the 8th acknowledgement; whatever it committed is
         # whole: each enrolment step entirely (less the speaker a later step deleted), or not.
         steps = sorted(per_step)
