@@ -206,3 +206,42 @@ def test_a_gallery_belongs_to_the_key_that_created_it(
     assert as_bob.put(f"{GALLERIES}/watch").status_code == 201, "bob's names are his own"
     assert as_bob.get(f"{GALLERIES}/watch").json()["speakers_count"] == 0
     assert as_alice.get(f"{GALLERIES}/watch").json()["speakers_count"] == 1
+
+
+def test_the_openapi_document_shows_every_route_and_its_errors(server: RunningServer) -> None:
+    paths = server.client().get("/openapi.json").json()["paths"]
+    routes = {
+        (method.upper(), path): operation
+        for path, operations in paths.items()
+        if path.startswith(GALLERIES)
+        for method, operation in operations.items()
+    }
+    assert set(routes) == {
+        ("PUT", "/api/galleries/{gallery}"),
+        ("GET", "/api/galleries/{gallery}"),
+        ("DELETE", "/api/galleries/{gallery}"),
+        ("GET", "/api/galleries"),
+        ("PUT", "/api/galleries/{gallery}/speakers/{speaker_id}"),
+        ("GET", "/api/galleries/{gallery}/speakers/{speaker_id}"),
+        ("DELETE", "/api/galleries/{gallery}/speakers/{speaker_id}"),
+        ("POST", "/api/galleries/{gallery}/speakers/{speaker_id}/voiceprints"),
+        ("GET", "/api/galleries/{gallery}/speakers"),
+        ("POST", "/api/galleries/{gallery}/speakers"),
+        ("POST", "/api/galleries/{gallery}/search"),
+    }
+    for operation in routes.values():
+        assert {"404", "413", "422"} <= set(operation["responses"])
+    search = routes[("POST", "/api/galleries/{gallery}/search")]
+    fields = search["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert set(fields) == {"voiceprints", "top_k", "prior_in_gallery"}
+    assert "(1 - pi)" in search["description"]
+
+
+def test_paging_rejects_limits_out_of_range(client: httpx.Client) -> None:
+    path = gallery_of(client)
+    client.put(path)
+    for params in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
+        refused = client.get(f"{path}/speakers", params=params)
+        assert refused.status_code == 422, params
+        assert refused.json()["type"] == "request.validation-error"
+    assert client.get(f"{path}/speakers", params={"limit": 1000}).json()["speakers"] == []
