@@ -151,6 +151,12 @@ def test_errors_use_the_spe4_body(client: httpx.Client) -> None:
     assert bulk.json()["detail"][0]["location"] == ["body", "speakers", 1, "voiceprints", 1]
     assert client.get(path).json()["speakers_count"] == 0, "a refused bulk request enrols no one"
     assert client.post(f"{path}/search", json={"voiceprints": good, "top_k": 0}).status_code == 422
+    unknown_model = client.put(f"{GALLERIES}/other", json={"model": "no-such-model"})
+    assert unknown_model.status_code == 422
+    assert unknown_model.json()["detail"][0]["location"] == ["body", "model"]
+    bad_name = client.put(f"{GALLERIES}/-dash")
+    assert bad_name.status_code == 422
+    assert bad_name.json()["detail"][0]["location"] == ["path", "gallery"]
     oversized = client.put(
         f"{path}/speakers/x", content=b'{"voiceprints": ["' + b"A" * (129 * 2**20) + b'"]}'
     )

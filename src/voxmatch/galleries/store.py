@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxmatch.galleries.matrix import EmbeddingFile, matrix_path, write_compacted
-from voxmatch.models.registry import DEFAULT_MODEL_NAME, describe
+from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 from voxmatch.scoring import Traits
 from voxmatch.stopping import StopCheck
 from voxmatch.top_k import posteriors, search_top_k
@@ -237,7 +237,10 @@ class GalleryStore:
         """Create the gallery (True) or find it (False); a gallery of another model is an
         error."""
         check_gallery_name(name)
-        dim = describe(model).embedding_dim
+        try:
+            dim = describe(model).embedding_dim
+        except UnknownModelError as error:
+            raise GalleryError("model", str(error)) from None
         with self.transaction() as db:
             found = db.execute(
                 "SELECT model FROM galleries WHERE owner = ? AND name = ?", (owner, name)

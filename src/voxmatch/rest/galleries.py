@@ -256,14 +256,21 @@ def galleries_router(settings: Settings) -> APIRouter:
     )
     async def create_gallery(request: Request, gallery: str) -> Response:
         body = await request.body()
-        parsed = decode_body(_gallery_decoder, body) if body.strip() else _GalleryBody()
-        model = parsed.model or settings.default_model
 
         def create() -> Response:
-            info, created = store.create(gallery, model=model, owner=_requester())
+            parsed = decode_body(_gallery_decoder, body) if body.strip() else _GalleryBody()
+            try:
+                info, created = store.create(
+                    gallery, model=parsed.model or settings.default_model, owner=_requester()
+                )
+            except GalleryError as error:
+                where: list[str | int] = (
+                    ["body", "model"] if error.reason == "model" else ["path", "gallery"]
+                )
+                raise _gallery_error(error, where) from None
             return _json(asdict(info), 201 if created else 200)
 
-        return await run(create, ["path", "gallery"])
+        return await run(create)
 
     @router.get(
         PREFIX,
