@@ -200,6 +200,10 @@ class GalleryStore:
         folder.mkdir(parents=True, exist_ok=True)
         self._db = _connect(folder / DATABASE_FILE, fsync)
         self._db_lock = threading.RLock()
+        # Reads have their own connection: in WAL mode they see the last commit while a long
+        # write (a compaction renumbering a million rows) is under way, so searches never wait.
+        self._reader = _connect(folder / DATABASE_FILE, fsync)
+        self._reader_lock = threading.Lock()
         self._open: dict[int, Gallery] = {}
         self._open_lock = threading.Lock()
         with self._db_lock:
@@ -222,8 +226,16 @@ class GalleryStore:
             self._db.execute("COMMIT")
 
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        with self._db_lock:
-            return self._db.execute(sql, parameters).fetchall()
+        """Rows of a read, as of the last commit."""
+        with self._reader_lock:
+            return self._reader.execute(sql, parameters).fetchall()
+
+    def query_in_chunks(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows of a long read, a chunk at a time (each a list of rows)."""
+        with self._reader_lock:
+            cursor = self._reader.execute(sql, parameters)
+            while chunk := cursor.fetchmany(65536):
+                yield chunk
 
     def __enter__(self) -> GalleryStore:
         return self
@@ -316,6 +328,8 @@ class GalleryStore:
             self._open.clear()
         with self._db_lock:
             self._db.close()
+        with self._reader_lock:
+            self._reader.close()
 
 
 def _connect(path: Path, fsync: bool) -> sqlite3.Connection:
@@ -361,22 +375,23 @@ class Gallery:
             if stale != matrix_path(self._folder, generation):
                 stale.unlink()
         self._file = EmbeddingFile(matrix_path(self._folder, generation), dim, fsync=fsync)
-        rows = store.query(
-            "SELECT row, key, condition, speech_length FROM speakers WHERE gallery = ?",
-            (gallery_id,),
-        )
-        table = np.array(rows, dtype=np.float64).reshape(-1, 4)
-        used = int(table[:, 0].max()) + 1 if len(table) else 0
-        self._used = used
+        self._used = 0
         self._valid = np.zeros(self._file.capacity, np.bool_)
         self._keys = np.full(self._file.capacity, -1, np.int64)
         self._conditions = np.zeros(self._file.capacity, np.uint8)
         self._speech = np.zeros(self._file.capacity, np.float32)
-        at = table[:, 0].astype(np.intp)
-        self._valid[at] = True
-        self._keys[at] = table[:, 1].astype(np.int64)
-        self._conditions[at] = table[:, 2].astype(np.uint8)
-        self._speech[at] = table[:, 3].astype(np.float32)
+        for chunk in store.query_in_chunks(
+            "SELECT row, key, condition, speech_length FROM speakers WHERE gallery = ?",
+            (gallery_id,),
+        ):
+            # Keys and rows are below 2**53: exact in float64.
+            table = np.array(chunk, dtype=np.float64)
+            at = table[:, 0].astype(np.intp)
+            self._used = max(self._used, int(at.max()) + 1)
+            self._valid[at] = True
+            self._keys[at] = table[:, 1].astype(np.int64)
+            self._conditions[at] = table[:, 2].astype(np.uint8)
+            self._speech[at] = table[:, 3].astype(np.float32)
 
     # --- reading -------------------------------------------------------------------------
 
