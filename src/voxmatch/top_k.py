@@ -114,25 +114,28 @@ class _Running:
         self.sum_exp = np.zeros(count, dtype=np.float64)
 
     def add(self, block: FloatMatrix, offset: int) -> None:
-        self._add_to_sum(block)
+        block_maximum = block.max(axis=1)
+        self._add_to_sum(block, block_maximum)
         threshold = self.scores[:, -1]
-        above = block > threshold[:, np.newaxis]
-        hit_rows, hit_columns = np.nonzero(above)
-        if hit_rows.size == 0:
+        # Past the first blocks, most rows have nothing above their k-th best: only the rows
+        # that do are looked at.
+        rows = np.flatnonzero(block_maximum > threshold)
+        if rows.size == 0:
             return
-        if hit_rows.size > 4 * self.k * len(block):
+        candidates = block[rows]
+        hit_places, hit_columns = np.nonzero(candidates > threshold[rows, np.newaxis])
+        if hit_places.size > 4 * self.k * len(rows):
             # Early blocks: most of the block beats the running k-th; rank the block itself.
             width = block.shape[1]
             take = min(self.k, width)
-            best = np.argpartition(block, width - take, axis=1)[:, width - take :]
-            hit_rows = np.repeat(np.arange(len(block)), take)
+            best = np.argpartition(candidates, width - take, axis=1)[:, width - take :]
+            hit_places = np.repeat(np.arange(len(rows)), take)
             hit_columns = best.reshape(-1)
-        hit_scores = block[hit_rows, hit_columns]
-        self._merge(hit_rows, hit_columns + offset, hit_scores)
+        hit_scores = candidates[hit_places, hit_columns]
+        self._merge(rows[hit_places], hit_columns + offset, hit_scores)
 
-    def _add_to_sum(self, block: FloatMatrix) -> None:
-        block_maximum = block.max(axis=1).astype(np.float64)
-        new_maximum = np.maximum(self.maximum, block_maximum)
+    def _add_to_sum(self, block: FloatMatrix, block_maximum: FloatMatrix) -> None:
+        new_maximum = np.maximum(self.maximum, block_maximum.astype(np.float64))
         # Rows with nothing counted yet keep -inf; exp(-inf - -inf) would be NaN.
         seen = np.isfinite(new_maximum)
         if not seen.any():
