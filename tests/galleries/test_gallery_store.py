@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import voxmatch
-from _helpers import assert_scores_close
+from _helpers import SCORE_TOLERANCE, assert_scores_close
 from voxmatch import GalleryError, Voiceprint, VoiceprintBatch, compare, open_galleries
 from voxmatch.models import CAMPPLUS
 
@@ -158,3 +159,52 @@ def test_a_process_killed_while_enrolling_keeps_what_it_acknowledged(tmp_path: P
             probe = Voiceprint.from_embedding(batch[6] + batch[7], speech_length=5)
             (matches,) = gallery.search([probe], top_k=1)
             assert matches[0].speaker_id == f"{step}-3"
+
+
+def test_searches_during_replacements_and_compactions_stay_right(tmp_path: Path) -> None:
+    stable = voiceprints(50, 7)
+    with open_galleries(tmp_path) as galleries:
+        galleries.create("busy")
+        gallery = galleries.gallery("busy")
+        for index in range(50):
+            gallery.enrol_speaker(f"stable-{index}", [stable[index]])
+        expected = compare(stable, stable).T
+        failures: list[str] = []
+        searches = 0
+        done = threading.Event()
+
+        def search_until_done() -> None:
+            nonlocal searches
+            while not done.is_set() or searches == 0:
+                for matches, own in zip(gallery.search(stable, top_k=3), range(50), strict=True):
+                    names = [match.speaker_id for match in matches]
+                    if len(set(names)) != len(names):
+                        failures.append(f"a speaker twice: {names}")
+                    if names[0] != f"stable-{own}":
+                        failures.append(f"probe {own} found {names}")
+                    elif abs(matches[0].score - float(expected[own, own])) > SCORE_TOLERANCE:
+                        failures.append(f"probe {own} scored {matches[0].score}")
+                searches += 1
+
+        searcher = threading.Thread(target=search_until_done)
+        searcher.start()
+        try:
+            # Churning speakers, replaced and deleted over and over: each step leaves garbage,
+            # and compactions follow one another while the searches run.
+            generation_files: set[str] = set()
+            for round_number in range(30):
+                for index in range(20):
+                    gallery.enrol_speaker(
+                        f"churn-{index}", voiceprints(1, 1000 * round_number + index)
+                    )
+                for index in range(0, 20, 3):
+                    gallery.delete_speaker(f"churn-{index}")
+                generation_files.update(
+                    path.name for path in (tmp_path / "galleries").rglob("embeddings-*.f32")
+                )
+        finally:
+            done.set()
+            searcher.join(120)
+        assert failures == []
+        assert searches > 0
+        assert len(generation_files) > 3, "the churn compacted the file several times"
