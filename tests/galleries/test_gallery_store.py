@@ -162,7 +162,7 @@ def test_a_process_killed_while_enrolling_keeps_what_it_acknowledged(tmp_path: P
 
 
 def test_searches_during_replacements_and_compactions_stay_right(tmp_path: Path) -> None:
-    stable = voiceprints(50, 7)
+    stable = voiceprints(50, 7)  # the churning speakers are of seeds from 10,000 on
     with open_galleries(tmp_path) as galleries:
         galleries.create("busy")
         gallery = galleries.gallery("busy")
@@ -195,7 +195,7 @@ def test_searches_during_replacements_and_compactions_stay_right(tmp_path: Path)
             for round_number in range(30):
                 for index in range(20):
                     gallery.enrol_speaker(
-                        f"churn-{index}", voiceprints(1, 1000 * round_number + index)
+                        f"churn-{index}", voiceprints(1, 10_000 + 100 * round_number + index)
                     )
                 for index in range(0, 20, 3):
                     gallery.delete_speaker(f"churn-{index}")

@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS galleries (
     UNIQUE (owner, name)
 );
 CREATE TABLE IF NOT EXISTS speakers (
-    key INTEGER PRIMARY KEY,
+    -- Never reused (AUTOINCREMENT): a search that began before a deletion names its rows by
+    -- key, and a key taken over by a new speaker would lend it the deleted one's score.
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
     gallery INTEGER NOT NULL,
     speaker_id TEXT NOT NULL,
     row INTEGER NOT NULL,
