@@ -251,3 +251,30 @@ def test_paging_rejects_limits_out_of_range(client: httpx.Client) -> None:
         assert refused.status_code == 422, params
         assert refused.json()["type"] == "request.validation-error"
     assert client.get(f"{path}/speakers", params={"limit": 1000}).json()["speakers"] == []
+
+
+def test_the_documented_bodies_are_the_decoded_bodies(server: RunningServer) -> None:
+    import msgspec
+
+    from voxmatch.rest import galleries
+
+    document = server.client().get("/openapi.json").json()
+    bodies = {
+        ("put", "/api/galleries/{gallery}"): galleries.GalleryBody,
+        ("put", "/api/galleries/{gallery}/speakers/{speaker_id}"): galleries.SpeakerBody,
+        (
+            "post",
+            "/api/galleries/{gallery}/speakers/{speaker_id}/voiceprints",
+        ): galleries.AddedVoiceprintsBody,
+        ("post", "/api/galleries/{gallery}/speakers"): galleries.BulkBody,
+        ("post", "/api/galleries/{gallery}/search"): galleries.SearchBody,
+    }
+    for (method, path), struct in bodies.items():
+        operation = document["paths"][path][method]
+        shown = operation["requestBody"]["content"]["application/json"]["schema"]
+        decoded_document = msgspec.json.schema(struct)
+        name = decoded_document["$ref"].rsplit("/", 1)[1]
+        decoded = decoded_document["$defs"][name]
+        assert shown["properties"].keys() == decoded["properties"].keys(), path
+        assert sorted(shown.get("required", [])) == sorted(decoded.get("required", [])), path
+        assert shown.get("additionalProperties") == decoded.get("additionalProperties"), path

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -46,48 +46,51 @@ MAX_PAGE = 1000
 
 ResultT = TypeVar("ResultT")
 
-# --- bodies as decoded ---------------------------------------------------------------------
+# --- bodies as decoded (the models below show them in OpenAPI; a test keeps them the same) --
 
 
-class _GalleryBody(msgspec.Struct, forbid_unknown_fields=True):
+class GalleryBody(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None
 
 
-class _SpeakerBody(msgspec.Struct, forbid_unknown_fields=True):
+class SpeakerBody(msgspec.Struct, forbid_unknown_fields=True):
     voiceprints: Annotated[list[str], msgspec.Meta(min_length=1)]
     metadata: dict[str, Any] | None = None
 
 
-class _VoiceprintsBody(msgspec.Struct, forbid_unknown_fields=True):
+class AddedVoiceprintsBody(msgspec.Struct, forbid_unknown_fields=True):
     voiceprints: Annotated[list[str], msgspec.Meta(min_length=1)]
 
 
-class _BulkSpeaker(msgspec.Struct, forbid_unknown_fields=True):
+class BulkSpeakerBody(msgspec.Struct, forbid_unknown_fields=True):
     speaker_id: str
     voiceprints: Annotated[list[str], msgspec.Meta(min_length=1)]
     metadata: dict[str, Any] | None = None
 
 
-class _BulkBody(msgspec.Struct, forbid_unknown_fields=True):
-    speakers: Annotated[list[_BulkSpeaker], msgspec.Meta(min_length=1)]
+class BulkBody(msgspec.Struct, forbid_unknown_fields=True):
+    speakers: Annotated[list[BulkSpeakerBody], msgspec.Meta(min_length=1)]
 
 
-class _SearchBody(msgspec.Struct, forbid_unknown_fields=True):
+class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
     voiceprints: Annotated[list[str], msgspec.Meta(min_length=1)]
     top_k: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)] = 10
     prior_in_gallery: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
 
 
-_gallery_decoder = msgspec.json.Decoder(_GalleryBody)
-_speaker_decoder = msgspec.json.Decoder(_SpeakerBody)
-_voiceprints_decoder = msgspec.json.Decoder(_VoiceprintsBody)
-_bulk_decoder = msgspec.json.Decoder(_BulkBody)
-_search_decoder = msgspec.json.Decoder(_SearchBody)
+_gallery_decoder = msgspec.json.Decoder(GalleryBody)
+_speaker_decoder = msgspec.json.Decoder(SpeakerBody)
+_voiceprints_decoder = msgspec.json.Decoder(AddedVoiceprintsBody)
+_bulk_decoder = msgspec.json.Decoder(BulkBody)
+_search_decoder = msgspec.json.Decoder(SearchBody)
 
 # --- the OpenAPI description ---------------------------------------------------------------
+# The request models forbid unknown fields, as the decoders do.
 
 
 class GalleryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: str | None = Field(
         None, description="Model of the gallery's voiceprints; default: `default_model`."
     )
@@ -105,6 +108,8 @@ class GalleryList(BaseModel):
 
 
 class SpeakerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     voiceprints: list[str] = Field(
         min_length=1, description="Base64 voiceprints of the speaker, of the gallery's model."
     )
@@ -114,6 +119,8 @@ class SpeakerRequest(BaseModel):
 
 
 class VoiceprintsToAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     voiceprints: list[str] = Field(min_length=1, description="Base64 voiceprints to add.")
 
 
@@ -132,12 +139,16 @@ class SpeakerPage(BaseModel):
 
 
 class BulkSpeaker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     speaker_id: str = Field(max_length=MAX_SPEAKER_ID_LENGTH)
     voiceprints: list[str] = Field(min_length=1)
     metadata: dict[str, Any] | None = None
 
 
 class BulkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     speakers: list[BulkSpeaker] = Field(
         min_length=1, description="At most `gallery_max_bulk_speakers` speakers."
     )
@@ -149,6 +160,8 @@ class BulkResult(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     voiceprints: list[str] = Field(min_length=1, description="Base64 probe voiceprints.")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="Matches per probe.")
     prior_in_gallery: float = Field(
@@ -258,7 +271,7 @@ def galleries_router(settings: Settings) -> APIRouter:
         body = await request.body()
 
         def create() -> Response:
-            parsed = decode_body(_gallery_decoder, body) if body.strip() else _GalleryBody()
+            parsed = decode_body(_gallery_decoder, body) if body.strip() else GalleryBody()
             try:
                 info, created = store.create(
                     gallery, model=parsed.model or settings.default_model, owner=_requester()
