@@ -15,12 +15,27 @@ from voxmatch.stopping import Stopped
 from voxmatch.voiceprint import Voiceprint, VoiceprintBatch, VoiceprintError
 
 if _typing.TYPE_CHECKING:
+    from voxmatch._galleries_api import open_galleries
     from voxmatch.audio import AudioError
+    from voxmatch.galleries import (
+        Gallery,
+        GalleryError,
+        GalleryInfo,
+        GalleryStore,
+        Match,
+        SpeakerInfo,
+    )
     from voxmatch.shared_extractor import ModelError
 
 __all__ = [
     "AudioError",
+    "Gallery",
+    "GalleryError",
+    "GalleryInfo",
+    "GalleryStore",
+    "Match",
     "ModelError",
+    "SpeakerInfo",
     "Stopped",
     "Voiceprint",
     "VoiceprintBatch",
@@ -29,13 +44,22 @@ __all__ = [
     "compare",
     "extract",
     "merge",
+    "open_galleries",
     "to_vector",
 ]
 
 # Their modules pull in the decoders and onnxruntime; they are imported on first use, so that
 # `import voxmatch` (every command of the CLI) stays cheap. Type checkers see the imports above
 # instead, and so still flag a misspelt name.
-_LAZY = {"AudioError": "voxmatch.audio", "ModelError": "voxmatch.shared_extractor"}
+_LAZY = {
+    "AudioError": "voxmatch.audio",
+    "ModelError": "voxmatch.shared_extractor",
+    **dict.fromkeys(
+        ("Gallery", "GalleryError", "GalleryInfo", "GalleryStore", "Match", "SpeakerInfo"),
+        "voxmatch.galleries",
+    ),
+    "open_galleries": "voxmatch._galleries_api",
+}
 
 if not _typing.TYPE_CHECKING:
 

@@ -22,6 +22,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from voxmatch._version import __version__
 from voxmatch.config import ConfigError, Settings, load_settings
+from voxmatch.gallery_cli import gallery_app
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -39,6 +40,7 @@ models_app = typer.Typer(
     help="Speaker models: list them, pull them for offline use.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+app.add_typer(gallery_app, name="gallery")
 
 ConfigOption = Annotated[
     Path | None,

@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."
     )
+    gallery_max_bulk_speakers: int = Field(
+        10_000,
+        ge=1,
+        description="Most speakers in one bulk enrolment request of a gallery (POST"
+        " /api/galleries/{gallery}/speakers); their voiceprints count against"
+        " `max_list_length`. See docs/galleries.md.",
+    )
     api_keys_file: Path | None = Field(
         None,
         description="File of API keys (`voxmatch keys add NAME`): when set, every request needs"

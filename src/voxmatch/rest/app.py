@@ -8,7 +8,7 @@ from voxmatch._version import __version__
 from voxmatch.api_keys import KeyRing
 from voxmatch.config import Settings
 from voxmatch.metrics import Metrics
-from voxmatch.rest import comparison, conversion, extraction, merging, system
+from voxmatch.rest import comparison, conversion, extraction, galleries, merging, system
 from voxmatch.rest.auth import install_api_keys
 from voxmatch.rest.docs import install_docs
 from voxmatch.rest.errors import install_error_handlers
@@ -44,6 +44,7 @@ def create_app(
     app.include_router(extraction.extraction_router(settings, tasks))
     app.include_router(conversion.conversion_router(settings, tasks))
     app.include_router(merging.merging_router(settings, tasks))
+    app.include_router(galleries.galleries_router(settings))
     app.include_router(system.router)
     app.include_router(metrics_router(metrics))
     install_docs(app)

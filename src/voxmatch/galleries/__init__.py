@@ -1,0 +1,30 @@
+"""Speaker galleries: speakers enrolled once in the data folder, searched by voice (see
+docs/galleries.md). Core: knows SQLite and files, nothing of HTTP, gRPC or tasks."""
+
+from voxmatch.galleries.store import (
+    MAX_METADATA_BYTES,
+    MAX_TOP_K,
+    Enrolment,
+    Gallery,
+    GalleryError,
+    GalleryInfo,
+    GalleryStore,
+    Match,
+    SpeakerInfo,
+    UnknownGallery,
+    UnknownSpeaker,
+)
+
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_TOP_K",
+    "Enrolment",
+    "Gallery",
+    "GalleryError",
+    "GalleryInfo",
+    "GalleryStore",
+    "Match",
+    "SpeakerInfo",
+    "UnknownGallery",
+    "UnknownSpeaker",
+]
