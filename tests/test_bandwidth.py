@@ -11,7 +11,7 @@ import pytest
 from numpy.typing import NDArray
 
 from _audio_fixtures import detector
-from tools import corpora, phone_channels
+from tools import corpora, telephone
 from voxmatch.audio import decode
 from voxmatch.bandwidth import NARROWBAND_BELOW_HZ, AudioCondition, ConditionMeter
 from voxmatch.extraction import Extractor, load_extractor
@@ -49,7 +49,7 @@ def measured(samples: NDArray[np.float32], source_rate: int | None = None) -> Au
 
 @pytest.mark.parametrize("name", ["an4-fash", "an4-fcaw", "librivox", "ami"])
 def test_wideband_speech_is_detected_wideband(name: str) -> None:
-    (channel,) = extractor().extract_source(phone_channels.wav(clips()[name]))
+    (channel,) = extractor().extract_source(telephone.wav_bytes(clips()[name]))
     voiceprint = channel.extraction.voiceprint
     assert voiceprint.speech_length > 0.5
     assert voiceprint.condition == WIDEBAND
@@ -57,13 +57,13 @@ def test_wideband_speech_is_detected_wideband(name: str) -> None:
     assert voiceprint.bandwidth > 6000
 
 
-@pytest.mark.parametrize("codec", phone_channels.CODECS)
-@pytest.mark.parametrize("stored_rate", phone_channels.STORED_RATES)
+@pytest.mark.parametrize("codec", tuple(telephone.CHAINS))
+@pytest.mark.parametrize("stored_rate", telephone.STORED_RATES)
 def test_telephone_speech_is_detected_narrowband_at_any_file_rate(
     codec: str, stored_rate: int
 ) -> None:
     for name, samples in clips().items():
-        wav = phone_channels.telephone(samples, codec, stored_rate)
+        wav = telephone.telephone_wav(samples, codec, stored_rate)
         assert decode(wav).original_sample_rate == stored_rate
         (channel,) = extractor().extract_source(wav)
         voiceprint = channel.extraction.voiceprint
@@ -76,8 +76,8 @@ def test_the_content_decides_not_the_rate_of_the_file() -> None:
     """Telephone audio stored at 16 kHz is narrowband even where no source rate is known, and
     audio from an 8 kHz source is narrowband by definition."""
     samples = clips()["an4-fcaw"]
-    telephone = decode(phone_channels.telephone(samples, "mulaw", 16000)).mix().samples
-    assert measured(telephone).condition == NARROWBAND
+    upsampled = decode(telephone.telephone_wav(samples, "g711-mulaw", 16000)).mix().samples
+    assert measured(upsampled).condition == NARROWBAND
     assert measured(samples).condition == WIDEBAND
     from_8k = measured(samples, source_rate=8000)
     assert from_8k.condition == NARROWBAND
@@ -128,6 +128,6 @@ def test_no_speech_is_not_measured() -> None:
     silence = np.zeros(16000, dtype=np.float32)
     assert measured(silence) == AudioCondition(WIDEBAND, 0.0, 0.0)
     assert measured(silence, source_rate=8000) == AudioCondition(NARROWBAND, 0.0, 0.0)
-    (channel,) = extractor().extract_source(phone_channels.wav(silence, 8000))
+    (channel,) = extractor().extract_source(telephone.wav_bytes(silence, 8000))
     empty = channel.extraction.voiceprint
     assert (empty.speech_length, empty.condition, empty.bandwidth) == (0.0, NARROWBAND, 0.0)

@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from _audio_fixtures import SAMPLE_RATE
 from _helpers import speech_clip
-from tools import corpora, phone_channels
+from tools import corpora, telephone
 from voxmatch.audio import decode
 from voxmatch.cohort import Cohort, cohort_statistics
 from voxmatch.extraction import Extractor, load_extractor
@@ -202,7 +202,7 @@ def test_streamed_and_decoded_extraction_measure_the_same_condition(tmp_path: Pa
 
 
 def test_audio_from_an_8_khz_source_is_narrowband(tmp_path: Path) -> None:
-    narrow = phone_channels.telephone(meeting("dev00")[: 10 * SAMPLE_RATE], "alaw", 8000)
+    narrow = telephone.telephone_wav(meeting("dev00")[: 10 * SAMPLE_RATE], "g711-alaw", 8000)
     audio = decode(narrow)
     assert audio.original_sample_rate == 8000
     (decoded,) = extractor().extract_audio(audio)

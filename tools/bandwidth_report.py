@@ -2,7 +2,7 @@
 
 Every clip of real speech at hand (AMI single-speaker runs of at least 1 s, the AN4 utterances
 and the LibriVox reader, from `tools.corpora`) goes through extraction as a 16 kHz WAV file, and
-so does each of its telephone versions (`tools.phone_channels`: every codec, stored at 8, 16
+so does each of its telephone versions (`tools.telephone`: every codec, stored at 8, 16
 and 44.1 kHz). Reported: the detected bandwidths of each set, the errors at the threshold
 (wideband called narrowband and the reverse), and the margins.
 
@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 from numpy.typing import NDArray
 
-from tools import corpora, phone_channels
+from tools import corpora, telephone
 from voxmatch.bandwidth import NARROWBAND_BELOW_HZ
 from voxmatch.extraction import Extractor, load_extractor
 from voxmatch.models import DEFAULT_MODEL_NAME
@@ -51,16 +51,16 @@ def main() -> None:
     narrowband: dict[str, list[float]] = defaultdict(list)
     narrow_errors: list[str] = []
     for name, samples in clips(arguments.min_seconds):
-        original = extracted(extractor, phone_channels.wav(samples))
+        original = extracted(extractor, telephone.wav_bytes(samples))
         if original.speech_length == 0:
             continue  # too little speech for a voiceprint: nothing was measured
         wideband.append(original.bandwidth)
         if original.condition == NARROWBAND:
             wide_errors.append(f"{name}: {original.bandwidth:.0f} Hz")
-        for codec in phone_channels.CODECS:
-            for rate in phone_channels.STORED_RATES:
+        for codec in telephone.CHAINS:
+            for rate in telephone.STORED_RATES:
                 chain = f"{codec} {rate} Hz"
-                wav = phone_channels.telephone(samples, codec, rate)
+                wav = telephone.telephone_wav(samples, codec, rate)
                 voiceprint = extracted(extractor, wav)
                 if voiceprint.speech_length == 0:
                     continue

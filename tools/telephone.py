@@ -240,6 +240,26 @@ def _write_atomically(path: Path, samples: FloatArray, rate: int) -> None:
         raise
 
 
+STORED_RATES = (TELEPHONE_RATE, WIDEBAND_RATE, 44_100)
+"""Rates telephone audio arrives at: as it left the codec, or resampled by whatever stored it."""
+
+
+def telephone_wav(samples: FloatArray, chain: str, stored_rate: int = TELEPHONE_RATE) -> bytes:
+    """The bytes of a 16-bit WAV file of 16 kHz `samples` after the chain named `chain`, stored
+    at `stored_rate`: a file to hand to extraction as a user would (not cached)."""
+    decoded = through_chain(samples, CHAINS[chain])
+    if stored_rate != TELEPHONE_RATE:
+        decoded = soxr.resample(decoded, TELEPHONE_RATE, stored_rate, "HQ").astype(np.float32)
+    return wav_bytes(decoded, stored_rate)
+
+
+def wav_bytes(samples: FloatArray, rate: int = WIDEBAND_RATE) -> bytes:
+    """The bytes of a 16-bit mono WAV file of `samples`."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, _pcm16(samples), rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
 def high_band_share(samples: FloatArray, rate: int, above_hz: float = 4_000.0) -> float:
     """The share of a signal's energy above `above_hz` (0 for a silent signal)."""
     spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2

@@ -21,7 +21,7 @@ from _helpers import (
     start_server,
     wait_for_task,
 )
-from tools import phone_channels
+from tools import telephone
 from voxmatch import Voiceprint, compare
 from voxmatch.voiceprint import NARROWBAND
 
@@ -82,7 +82,7 @@ def test_telephone_audio_is_reported_narrowband_whatever_the_rate_of_the_file(
     client = server.client()
     samples = speech_clip("FEE078", "trn05")
     for stored_rate in (8000, 16000, 44100):
-        wav = phone_channels.telephone(samples, "gsm", stored_rate)
+        wav = telephone.telephone_wav(samples, "gsm610", stored_rate)
         (channel,) = extract(client, wav, "call.wav")["result"]["channels"]
         assert channel["condition"] == "narrowband", stored_rate
         assert 3000 < channel["bandwidth_hz"] <= 4000, stored_rate
@@ -173,8 +173,8 @@ def test_other_formats_and_rates_give_close_voiceprints(server: RunningServer) -
     import soxr
 
     at_8k = soxr.resample(samples, 16000, 8000)
-    telephone = voiceprints_of(extract(client, wav_bytes(at_8k, 8000, "ULAW"), "call.wav"))[0]
-    assert compare([reference], [telephone])[0, 0] > 2
+    call = voiceprints_of(extract(client, wav_bytes(at_8k, 8000, "ULAW"), "call.wav"))[0]
+    assert compare([reference], [call])[0, 0] > 2
 
 
 def test_silence_gives_an_empty_voiceprint_that_scores_zero(server: RunningServer) -> None:
