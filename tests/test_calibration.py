@@ -164,3 +164,16 @@ def test_evaluation_counts_trials_on_the_wrong_side() -> None:
     assert result.actual_dcf == pytest.approx((0.5 * 0.25 + 0.5 * 0.4) / 0.5)
     assert result.min_dcf <= result.actual_dcf
     assert 0 <= result.min_cllr <= result.cllr
+
+
+def test_scores_spanning_tens_of_units_fit_without_running_away() -> None:
+    # Newton's method from scale 1 overshoots on such scores unless each step must lower the cost.
+    scores, labels, scale, offset = simulated_trials(0.3, -2.0, 5000, seed=7)
+    wide = scores * 10.0
+    fitted = LinearCalibration().fit(wide, labels)
+    assert fitted.scale_ == pytest.approx(scale / 10.0, rel=0.1)
+    assert fitted.offset_ == pytest.approx(offset, abs=0.3)
+    quality = ConditionCalibration().fit(
+        wide, labels, np.zeros(wide.size, np.int64), np.full(wide.size, 60.0)
+    )
+    assert quality.calibration_.wideband.scale == pytest.approx(scale / 10.0, rel=0.1)

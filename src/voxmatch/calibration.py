@@ -59,6 +59,14 @@ def _weighted_logistic_fit(
     prior_logit = math.log(prior / (1 - prior))
     params = start.astype(np.float64).copy()
     penalty = np.diag(ridge)
+
+    def objective(candidate: FloatArray) -> float:
+        logits = design @ candidate + prior_logit
+        # Cross-entropy with soft targets, written with logaddexp so large logits stay finite.
+        losses = targets * np.logaddexp(0, -logits) + (1 - targets) * np.logaddexp(0, logits)
+        return float(weights @ losses) + 0.5 * float(candidate @ penalty @ candidate)
+
+    current = objective(params)
     for _ in range(max_iter):
         posterior = 0.5 * (1 + np.tanh((design @ params + prior_logit) / 2))
         gradient = design.T @ (weights * (posterior - targets)) + penalty @ params
@@ -66,7 +74,18 @@ def _weighted_logistic_fit(
         hessian = design.T @ (design * curvature[:, np.newaxis]) + penalty
         hessian += np.eye(len(params)) * 1e-12
         step = np.linalg.solve(hessian, gradient)
-        params -= step
+        # A full Newton step from far away (scores spanning tens of units, say) can overshoot
+        # and run off to huge parameters; halving it until the cost falls keeps every step
+        # an improvement.
+        for _ in range(60):
+            candidate = params - step
+            value = objective(candidate)
+            if value <= current:
+                break
+            step /= 2
+        else:
+            break
+        params, current = candidate, value
         if float(np.abs(step).max()) < tol:
             break
     return params
