@@ -177,3 +177,20 @@ def test_scores_spanning_tens_of_units_fit_without_running_away() -> None:
         wide, labels, np.zeros(wide.size, np.int64), np.full(wide.size, 60.0)
     )
     assert quality.calibration_.wideband.scale == pytest.approx(scale / 10.0, rel=0.1)
+
+
+def test_trial_weights_let_a_small_set_count_as_much_as_a_large_one() -> None:
+    # Two kinds of trials with different true lines; weighting the small kind up pulls the fit
+    # towards its line.
+    many, many_labels, _, _ = simulated_trials(2.0, -1.0, 20000, seed=8)
+    few, few_labels, _, _ = simulated_trials(6.0, -1.0, 500, seed=9)
+    scores = np.concatenate([many, few])
+    labels = np.concatenate([many_labels, few_labels])
+    conditions = np.zeros(scores.size, np.int64)
+    speech = np.full(scores.size, 60.0)
+    plain = ConditionCalibration().fit(scores, labels, conditions, speech)
+    weights = np.concatenate([np.ones(many.size), np.full(few.size, many.size / few.size)])
+    balanced = ConditionCalibration().fit(scores, labels, conditions, speech, weights)
+    assert plain.calibration_.wideband.scale < balanced.calibration_.wideband.scale
+    with pytest.raises(ValueError, match="positive"):
+        ConditionCalibration().fit(scores, labels, conditions, speech, -weights)

@@ -41,17 +41,24 @@ def _weighted_logistic_fit(
     smoothing: bool,
     ridge: FloatArray,
     start: FloatArray,
+    trial_weights: FloatArray | None = None,
     max_iter: int = 100,
     tol: float = 1e-10,
 ) -> FloatArray:
     """Parameters w minimising the prior-weighted cross-entropy of llr = design @ w.
 
     `ridge` is an L2 penalty per parameter (0 for none), which keeps terms that a small trial
-    list cannot pin down near zero instead of fitting its noise.
+    list cannot pin down near zero instead of fitting its noise. `trial_weights` (default: all
+    equal) say how much each trial counts within its class; each class still weighs its prior.
     """
     n_target = int(labels.sum())
     n_nontarget = int((~labels).sum())
-    weights = np.where(labels, prior / n_target, (1 - prior) / n_nontarget)
+    relative = np.ones(labels.size) if trial_weights is None else trial_weights
+    weights = np.where(
+        labels,
+        prior * relative / relative[labels].sum(),
+        (1 - prior) * relative / relative[~labels].sum(),
+    )
     if smoothing:
         targets = np.where(labels, (n_target + 1) / (n_target + 2), 1 / (n_nontarget + 2))
     else:
@@ -198,12 +205,23 @@ class ConditionCalibration:
         same_speaker: npt.ArrayLike,
         pair_conditions: npt.ArrayLike,
         shorter_speech: npt.ArrayLike,
+        trial_weights: npt.ArrayLike | None = None,
     ) -> ConditionCalibration:
+        """`trial_weights` (optional, positive) say how much each trial counts within its class
+        and pair of conditions: to let a small set of one kind of recording count as much as a
+        large set of another, say."""
         x, labels = _check_trials(cosines, same_speaker)
         conditions = np.asarray(pair_conditions, dtype=np.int64).ravel()
         speech = np.asarray(shorter_speech, dtype=np.float64).ravel()
         if conditions.shape != x.shape or speech.shape != x.shape:
             raise ValueError("every trial needs its pair of conditions and its speech length")
+        relative = (
+            np.ones_like(x)
+            if trial_weights is None
+            else np.asarray(trial_weights, dtype=np.float64).ravel()
+        )
+        if relative.shape != x.shape or not (np.isfinite(relative) & (relative > 0)).all():
+            raise ValueError("trial weights must be positive and finite, one per trial")
         if not np.isin(conditions, (0, 1, 2)).all():
             raise ValueError("pair conditions are 0, 1 or 2 (the sum of two condition codes)")
         quality = speech_quality(speech, self.speech_cap, self.speech_floor)
@@ -214,7 +232,9 @@ class ConditionCalibration:
             n_nontarget = int(chosen.sum()) - n_target
             if min(n_target, n_nontarget) < MIN_TRIALS_PER_CLASS:
                 continue
-            fitted[index] = self._fit_pair(x[chosen], labels[chosen], quality[chosen])
+            fitted[index] = self._fit_pair(
+                x[chosen], labels[chosen], quality[chosen], relative[chosen]
+            )
         if 0 not in fitted:
             if not fitted:
                 raise ValueError(
@@ -235,11 +255,23 @@ class ConditionCalibration:
         return self
 
     def _fit_pair(
-        self, x: FloatArray, labels: npt.NDArray[np.bool_], quality: FloatArray
+        self,
+        x: FloatArray,
+        labels: npt.NDArray[np.bool_],
+        quality: FloatArray,
+        trial_weights: FloatArray,
     ) -> PairCalibration:
         if not self.with_quality or np.ptp(quality) == 0:
-            line = LinearCalibration(self.prior, smoothing=self.smoothing).fit(x, labels)
-            return PairCalibration(scale=line.scale_, offset=line.offset_)
+            params = _weighted_logistic_fit(
+                np.stack([x, np.ones_like(x)], axis=1),
+                labels,
+                self.prior,
+                smoothing=self.smoothing,
+                ridge=np.zeros(2),
+                start=np.array([1.0, 0.0]),
+                trial_weights=trial_weights,
+            )
+            return PairCalibration(scale=float(params[0]), offset=float(params[1]))
         design = np.stack([x, np.ones_like(x), quality * x, quality], axis=1)
         ridge = np.array([0.0, 0.0, 1.0, 1.0]) * self.quality_ridge
         params = _weighted_logistic_fit(
@@ -249,6 +281,7 @@ class ConditionCalibration:
             smoothing=self.smoothing,
             ridge=ridge,
             start=np.array([1.0, 0.0, 0.0, 0.0]),
+            trial_weights=trial_weights,
         )
         return PairCalibration(
             scale=float(params[0]),
