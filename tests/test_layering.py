@@ -16,7 +16,7 @@ from _helpers import model_env, speech_clip
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "voxmatch"
 INTERFACE_PACKAGES = ("tasks", "rest", "grpc")
-INTERFACE_MODULES = ("cli", "server", "__main__")
+INTERFACE_MODULES = ("cli", "gallery_cli", "server", "__main__")
 SERVER_SIDE = ("metrics",)
 """The server's Prometheus registry: fed by the interfaces, it reads the task runner and store
 when scraped, so it sits above tasks/ with the server, not in core."""
