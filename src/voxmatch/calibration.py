@@ -261,33 +261,24 @@ class ConditionCalibration:
         quality: FloatArray,
         trial_weights: FloatArray,
     ) -> PairCalibration:
-        if not self.with_quality or np.ptp(quality) == 0:
-            params = _weighted_logistic_fit(
-                np.stack([x, np.ones_like(x)], axis=1),
-                labels,
-                self.prior,
-                smoothing=self.smoothing,
-                ridge=np.zeros(2),
-                start=np.array([1.0, 0.0]),
-                trial_weights=trial_weights,
-            )
-            return PairCalibration(scale=float(params[0]), offset=float(params[1]))
-        design = np.stack([x, np.ones_like(x), quality * x, quality], axis=1)
-        ridge = np.array([0.0, 0.0, 1.0, 1.0]) * self.quality_ridge
+        # Without a spread of quality in the trials, the quality terms cannot be fitted.
+        with_quality = self.with_quality and np.ptp(quality) > 0
+        columns = [x, np.ones_like(x), *((quality * x, quality) if with_quality else ())]
         params = _weighted_logistic_fit(
-            design,
+            np.stack(columns, axis=1),
             labels,
             self.prior,
             smoothing=self.smoothing,
-            ridge=ridge,
-            start=np.array([1.0, 0.0, 0.0, 0.0]),
+            ridge=np.array([0.0, 0.0, 1.0, 1.0])[: len(columns)] * self.quality_ridge,
+            start=np.eye(1, len(columns)).ravel(),
             trial_weights=trial_weights,
         )
+        scale, offset, scale_per_log, offset_per_log = (*params.tolist(), 0.0, 0.0)[:4]
         return PairCalibration(
-            scale=float(params[0]),
-            offset=float(params[1]),
-            scale_per_log_speech=float(params[2]),
-            offset_per_log_speech=float(params[3]),
+            scale=scale,
+            offset=offset,
+            scale_per_log_speech=scale_per_log,
+            offset_per_log_speech=offset_per_log,
         )
 
     def transform(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch.calibration import apply_calibration
 from voxmatch.models.registry import Calibration, PairCalibration
 from voxmatch.stopping import StopCheck, check
 from voxmatch.voiceprint import WIDEBAND, VoiceprintBatch
@@ -249,20 +250,9 @@ def llr_from_cosines(
 ) -> npt.NDArray[np.float64]:
     """The LLRs of a matrix of cosines (rows x columns), in float64: the calibration as
     `score_matrix` applies it, for scores computed some other way (vector voiceprints, say)."""
-    values = np.asarray(cosines, dtype=np.float64)
-    pairs = calibration.pairs()
-    index = np.add.outer(row_traits.conditions, column_traits.conditions)
-    scale, offset, scale_per_log, offset_per_log = (
-        np.array(values_of_pairs, np.float64)[index]
-        for values_of_pairs in zip(
-            *((p.scale, p.offset, p.scale_per_log_speech, p.offset_per_log_speech) for p in pairs),
-            strict=True,
-        )
+    return apply_calibration(
+        calibration,
+        cosines,
+        np.add.outer(row_traits.conditions, column_traits.conditions),
+        np.minimum.outer(row_traits.speech_lengths, column_traits.speech_lengths),
     )
-    shorter = np.minimum.outer(row_traits.speech_lengths, column_traits.speech_lengths)
-    clipped = np.clip(shorter.astype(np.float64), calibration.speech_floor, calibration.speech_cap)
-    quality = np.log(clipped / calibration.speech_cap)
-    llr: npt.NDArray[np.float64] = (scale + scale_per_log * quality) * values + (
-        offset + offset_per_log * quality
-    )
-    return llr

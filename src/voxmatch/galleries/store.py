@@ -33,7 +33,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voxmatch._sqlite import immediate_transaction
 from voxmatch.galleries.matrix import EmbeddingFile, matrix_path, write_compacted
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 from voxmatch.scoring import Traits
@@ -216,16 +217,8 @@ class GalleryStore:
             if child.is_dir() and child.name not in known:
                 shutil.rmtree(child, ignore_errors=True)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._db_lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate_transaction(self._db, self._db_lock)
 
     def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         """Rows of a read, as of the last commit."""
