@@ -175,7 +175,9 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             ' the result is `{"top_k": {"rows_count", "k", "indices", "scores"}}` with'
             " indices[r * k + j] the 0-based index in voiceprints_a of the j-th best match of"
             " voiceprints_b[r] and scores[r * k + j] its score; len(a) x len(b) may then reach"
-            " `max_top_k_scores` instead of `max_matrix_size`. See docs/rest-api.md."
+            " `max_top_k_scores` instead of `max_matrix_size`; as .npy, the result is one"
+            " rows_count x k array with the fields `index` (int32) and `score` (float32). See"
+            " docs/rest-api.md."
         ),
     )
     add_task_routes(router, tasks, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")
