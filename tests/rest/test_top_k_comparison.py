@@ -32,6 +32,7 @@ from voxmatch.calibration_profiles import CalibrationProfile, Provenance, save_p
 from voxmatch.models import CAMPPLUS
 from voxmatch.models.registry import Calibration, PairCalibration
 from voxmatch.request_checks import MAX_TOP_K
+from voxmatch.rest.results import PIECE_VALUES
 from voxmatch.voiceprint import NARROWBAND, WIDEBAND
 
 NPY = "application/x-npy"
@@ -196,6 +197,21 @@ def test_k_beyond_len_a_ranks_every_voiceprint_of_a(server: RunningServer) -> No
     for row in indices:
         assert sorted(row.tolist()) == list(range(len(a)))
     assert_ranking_of(indices, scores, full_matrix(client, a, b))
+
+
+def test_a_large_top_k_result_is_the_same_as_json_and_as_npy(server: RunningServer) -> None:
+    # 1100 x 1000 matches: each JSON list is rendered in several pieces.
+    client = server.client()
+    a, b = related_lists(1000, 1100, seed=13)
+    assert len(b) * len(a) > PIECE_VALUES
+    location, result = finished(client, body(a, b, top_k=MAX_TOP_K))
+    indices, scores = best_matches(result, len(b), len(a))
+    best = np.load(io.BytesIO(client.get(location, headers={"accept": NPY}).content))
+    np.testing.assert_array_equal(best["index"], indices)
+    np.testing.assert_array_equal(best["score"], scores)
+    np.testing.assert_array_equal(np.sort(indices, axis=1), np.tile(np.arange(len(a)), (len(b), 1)))
+    assert (np.diff(scores, axis=1) <= 0).all()
+    assert_scores_close(scores, np.take_along_axis(compare(a, b).T, indices, 1))
 
 
 def test_a_profile_scores_top_k_as_it_scores_the_matrix(limited_server: RunningServer) -> None:

@@ -76,7 +76,7 @@ def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     contiguous arrays (orjson renders only those)."""
     if isinstance(value, np.ndarray):
         if value.size <= PIECE_VALUES:
-            return np.ascontiguousarray(value)
+            return np.asarray(value, order="C")
         large.append(np.asarray(value))
         return f"{marker}{len(large) - 1}"
     if isinstance(value, dict):
