@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     max_matrix_size: int = Field(
         1_000_000, ge=1, description="Most scores in one comparison (len(a) x len(b))."
     )
+    max_top_k_scores: int = Field(
+        2_500_000_000,
+        ge=1,
+        description="Most scores computed by one comparison with `top_k` (len(a) x len(b)),"
+        " which returns only the k best of a for each voiceprint of b, instead of"
+        " `max_matrix_size`: 2,500,000,000 is 50,000 x 50,000.",
+    )
     max_request_bytes: int = Field(
         128 * MIB, ge=1024, description="Largest JSON request body, in bytes (else 413)."
     )

@@ -22,6 +22,10 @@ MAX_SECONDS = 1e7
 """Largest time option (start, end, speech cap) an interface accepts, about 116 days: far beyond
 any recording, and small enough that seconds times any sample rate is an exact integer."""
 
+MAX_TOP_K = 1000
+"""Largest `top_k` of a comparison: the result keeps k scores per row, and past a thousand
+candidates a ranking is a matrix, which a plain comparison gives."""
+
 
 class RequestError(ValueError):
     """A request value that breaks a rule: `field` (empty for the request as a whole), `reason`,
@@ -83,6 +87,33 @@ def check_comparison_lists(
     check_list_length("voiceprints_a", count_a, max_list_length)
     check_list_length("voiceprints_b", count_b, max_list_length)
     check_matrix_size(count_a, count_b, max_matrix_size)
+
+
+def check_top_k_comparison(
+    count_a: int, count_b: int, top_k: int, max_list_length: int, max_top_k_scores: int
+) -> None:
+    """The limits of a comparison that keeps, for each voiceprint of b, the `top_k` best of a:
+    each list 1 to `max_list_length`, `top_k` 1 to `MAX_TOP_K`, and len(a) x len(b) at most
+    `max_top_k_scores` (the scores computed; the full matrix is never kept)."""
+    check_list_length("voiceprints_a", count_a, max_list_length)
+    check_list_length("voiceprints_b", count_b, max_list_length)
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise RequestError(
+            ("top_k",),
+            "range",
+            f"must be 1 to {MAX_TOP_K}, got {top_k}",
+            {"minimum": 1, "maximum": MAX_TOP_K},
+        )
+    product = count_a * count_b
+    if product > max_top_k_scores:
+        raise RequestError(
+            (),
+            "matrix_too_large",
+            f"= {count_a} x {count_b} = {product} exceeds the most scores of a top_k comparison"
+            f" {max_top_k_scores} (max_top_k_scores)",
+            {"limit": max_top_k_scores},
+            subject="len(voiceprints_a) x len(voiceprints_b)",
+        )
 
 
 def check_growing_comparison_lists(

@@ -18,7 +18,12 @@ from voxmatch.calibration_profiles import (
     calibration_to_json,
 )
 from voxmatch.config import Settings
-from voxmatch.request_checks import RequestError, check_comparison_lists
+from voxmatch.request_checks import (
+    MAX_TOP_K,
+    RequestError,
+    check_comparison_lists,
+    check_top_k_comparison,
+)
 from voxmatch.rest.bodies import body_error, decode_body, decode_voiceprints
 from voxmatch.rest.errors import validation_error
 from voxmatch.rest.schemas import ComparisonRequest
@@ -37,12 +42,25 @@ class ComparisonBody(msgspec.Struct):
     voiceprints_a: list[str]
     voiceprints_b: list[str]
     calibration: str | None = None
+    top_k: int | None = None
 
 
 _decoder = msgspec.json.Decoder(ComparisonBody)
 
 
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
+    if "k" in result:
+        # A top_k comparison stores its best matches as one structured array (see
+        # tasks.jobs.TOP_K_DTYPE), so that its .npy file holds indices and scores together.
+        best = arrays["scores"]
+        return {
+            "top_k": {
+                "rows_count": result["rows_count"],
+                "k": result["k"],
+                "indices": best["index"].reshape(-1),
+                "scores": best["score"].reshape(-1),
+            }
+        }
     return {
         "scores": {
             "rows_count": result["rows_count"],
@@ -79,12 +97,21 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
         started = time.perf_counter()
         parsed = decode_body(_decoder, body)
         list_a, list_b = parsed.voiceprints_a, parsed.voiceprints_b
-        profile_name = parsed.calibration
+        profile_name, top_k = parsed.calibration, parsed.top_k
         del parsed
         try:
-            check_comparison_lists(
-                len(list_a), len(list_b), settings.max_list_length, settings.max_matrix_size
-            )
+            if top_k is None:
+                check_comparison_lists(
+                    len(list_a), len(list_b), settings.max_list_length, settings.max_matrix_size
+                )
+            else:
+                check_top_k_comparison(
+                    len(list_a),
+                    len(list_b),
+                    top_k,
+                    settings.max_list_length,
+                    settings.max_top_k_scores,
+                )
         except RequestError as error:
             raise body_error(error) from None
         batch_a = decode_voiceprints("voiceprints_a", list_a)
@@ -99,7 +126,12 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
         record = submit_or_429(
             runner,
             COMPARISON,
-            params={"model": batch_a.model, "rows": "b", **calibration},
+            params={
+                "model": batch_a.model,
+                "rows": "b",
+                **calibration,
+                **({} if top_k is None else {"top_k": top_k}),
+            },
             arrays={
                 "a": batch_a.embeddings,
                 "a_conditions": batch_a.conditions,
@@ -137,7 +169,15 @@ def comparison_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " its list and index. voxmatch addition: `calibration` names a calibration profile"
             " (of `calibration_profiles_dir`, fitted for the voiceprints' model by `voxmatch"
             " calibrate`) to use instead of the model's shipped calibration; an unknown or"
-            ' unusable profile is a 422 at `["body", "calibration"]`.'
+            ' unusable profile is a 422 at `["body", "calibration"]`. voxmatch addition:'
+            f" `top_k` (1 to {MAX_TOP_K}) asks instead, for each voiceprint of `voiceprints_b`,"
+            " for the k = min(top_k, len(a)) best voiceprints of `voiceprints_a`, best first:"
+            ' the result is `{"top_k": {"rows_count", "k", "indices", "scores"}}` with'
+            " indices[r * k + j] the 0-based index in voiceprints_a of the j-th best match of"
+            " voiceprints_b[r] and scores[r * k + j] its score; len(a) x len(b) may then reach"
+            " `max_top_k_scores` instead of `max_matrix_size`; as .npy, the result is one"
+            " rows_count x k array with the fields `index` (int32) and `score` (float32). See"
+            " docs/rest-api.md."
         ),
     )
     add_task_routes(router, tasks, TECHNOLOGY, COMPARISON, render_result, npy_array="scores")

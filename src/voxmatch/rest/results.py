@@ -72,10 +72,11 @@ def render_error(error: JsonObject) -> JsonObject:
 
 def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     """`value` with each large array replaced by a marker string, the array kept in `large`;
-    memory-mapped arrays become plain views (orjson renders only plain ndarrays)."""
+    memory-mapped arrays and strided views (a field of a structured array) become plain
+    contiguous arrays (orjson renders only those)."""
     if isinstance(value, np.ndarray):
         if value.size <= PIECE_VALUES:
-            return np.asarray(value) if isinstance(value, np.memmap) else value
+            return np.asarray(value, order="C")
         large.append(np.asarray(value))
         return f"{marker}{len(large) - 1}"
     if isinstance(value, dict):

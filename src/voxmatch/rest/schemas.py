@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from voxmatch.request_checks import MAX_TOP_K
 from voxmatch.tasks import TaskState
 
 
@@ -55,6 +56,14 @@ class ComparisonRequest(BaseModel):
         description="voxmatch addition: the name of a calibration profile (in"
         " `calibration_profiles_dir`, fitted for the voiceprints' model) to score with; absent"
         " or null: the model's shipped calibration.",
+    )
+    top_k: int | None = Field(
+        None,
+        description=f"voxmatch addition: 1 to {MAX_TOP_K}. Given, the result holds, for each"
+        " voiceprint of `voiceprints_b`, only the k = min(top_k, len(voiceprints_a)) best"
+        " voiceprints of `voiceprints_a` (indices and scores, best first) instead of the"
+        " matrix, and len(a) x len(b) may reach `max_top_k_scores`; absent or null: the whole"
+        " matrix.",
     )
 
 

@@ -15,8 +15,17 @@ from voxmatch.tasks.extraction_job import EXTRACTION, extraction_handler
 from voxmatch.tasks.kinds import Handler, TaskContext, TaskOutcome, WorkDone
 from voxmatch.tasks.store import JsonObject
 from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
+from voxmatch.top_k import search_top_k
 
 COMPARISON = "comparison"
+
+TOP_K_DTYPE = np.dtype([("index", np.int32), ("score", np.float32)])
+"""One match of a top_k comparison: the index of a voiceprint of `a` and its score. Indices and
+scores are kept in one structured array so that the result's .npy file holds both."""
+
+TOP_K_ROWS = 512
+"""Voiceprints of `b` ranked in one `search_top_k`: its blocks then span thousands of columns
+of `a`, and its running top k (rows x k) stays a few MB."""
 
 
 def comparison_handler(memory_budget: int) -> Handler:
@@ -34,6 +43,9 @@ def comparison_handler(memory_budget: int) -> Handler:
     def compare(context: TaskContext) -> TaskOutcome:
         calibration = _calibration(context.params)
         inputs_a, inputs_b = _Inputs.of(context, "a"), _Inputs.of(context, "b")
+        top_k = context.params.get("top_k")
+        if top_k is not None:
+            return _best_of_a(context, inputs_a, inputs_b, calibration, int(top_k))
         if context.params.get("rows") == "b":
             scores = _scores_on_b(context, inputs_a, inputs_b, calibration, memory_budget)
         else:
@@ -118,6 +130,43 @@ def _scores_on_b(
         scores[:, start:stop] = block[: stop - start].T
     assert scores is not None  # inputs hold at least one voiceprint
     return scores
+
+
+def _best_of_a(
+    context: TaskContext,
+    inputs_a: _Inputs,
+    inputs_b: _Inputs,
+    calibration: Calibration,
+    top_k: int,
+) -> TaskOutcome:
+    """For each voiceprint of `b`, the k = min(`top_k`, len(a)) best of `a`, best first: a
+    `TOP_K_DTYPE` array of len(b) x k. The rows of `b` are ranked a slice at a time, and
+    `search_top_k` scores each slice against `a` in blocks, so no more than a block of the
+    len(b) x len(a) scores ever exists."""
+    k = min(top_k, len(inputs_a))
+    best: np.memmap[Any, np.dtype[Any]] | None = None
+    for start in range(0, len(inputs_b), TOP_K_ROWS):
+        stop = min(start + TOP_K_ROWS, len(inputs_b))
+        found = search_top_k(
+            inputs_b.embeddings[start:stop],
+            inputs_a.embeddings,
+            calibration,
+            k,
+            row_traits=inputs_b.traits[start:stop],
+            column_traits=inputs_a.traits,
+            should_stop=context.should_stop,
+        )
+        if best is None:
+            # As in `_scores_on_b`: the task folder exists once the inputs are on disk.
+            best = context.result_array("scores", (len(inputs_b), k), TOP_K_DTYPE)
+        best["index"][start:stop] = found.columns
+        best["score"][start:stop] = found.scores
+    assert best is not None  # inputs hold at least one voiceprint
+    return TaskOutcome(
+        result={"rows_count": len(inputs_b), "k": k},
+        arrays={"scores": best},
+        work=WorkDone(scores=len(inputs_a) * len(inputs_b)),
+    )
 
 
 def build_handlers(
