@@ -16,8 +16,12 @@ folds' speakers only (trials with one speaker in each are used by neither). Repo
 condition on the held-out trials (and for the pairs with real telephone recordings): (a) the
 calibration shipped before (one line for everything) and (b)
 `voxmatch.calibration.ConditionCalibration` with the chosen settings; then the choices (quality
-measure cap and ridge, AS-norm, bandwidth matching, detected conditions), each measured the same
-way; then the fit on every speaker, which is what registry.py ships.
+measure cap and ridge, AS-norm, bandwidth matching, detected conditions, trial weights), each
+measured the same way; then the fit on every speaker, which is what registry.py ships.
+
+Trial weights (WEIGHTINGS): the fit weighs the trials of each pair of sources (wideband, made
+telephone, real telephone) by the square root of their number, per class and pair of conditions,
+so that a few hundred real telephone trials are not swamped by a million made ones.
 
     .venv/bin/python -m tools.calibrate [--folds 5] [--plots docs/images]
 """
@@ -201,8 +205,9 @@ class Experiment:
         first, second = trial_list.first, trial_list.second
         lower = np.minimum(self.sources[first], self.sources[second])
         higher = np.maximum(self.sources[first], self.sources[second])
-        # The fit shares each class's prior out per pair of conditions, so groups are too.
-        keys = [self.pair_conditions(trial_list, setup), trial_list.same]
+        # Groups are kinds of recordings, so by true condition even when the fit is told the
+        # detector's (a group of a few misdetected clips would otherwise weigh like a corpus).
+        keys = [trial_list.condition, trial_list.same]
         keys += [higher == 2] if weighting.real_or_not else [lower, higher]
         if weighting.by_corpus:
             _, corpus = np.unique(self.clip_set.corpus, return_inverse=True)
