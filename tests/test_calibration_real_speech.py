@@ -7,6 +7,8 @@ run), LLRs by the server's own scoring.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -112,6 +114,35 @@ def test_held_out_speakers_meet_the_targets_in_every_condition(
         assert result.eer <= results_before[name][0].eer + 0.005, name
     # Before, narrowband pairs were far beyond the target.
     assert results_before["narrowband-narrowband"][0].false_alarms_above_2 > 0.05
+
+
+def test_held_out_real_telephone_recordings_meet_the_targets() -> None:
+    """Pairs with real 8 kHz telephone recordings (few, among many made ones) are calibrated
+    too, because the fit weighs each pair of sources by the square root of its size rather than
+    by its size. Wideband against real telephone still puts a few per cent of different-speaker
+    pairs above +2 (a handful of voice pairs; docs/calibration.md), so that row is held to the
+    bound every calibrated LLR keeps (13.5 %) rather than to the target of 3 %."""
+    recordings = trials.wideband_recordings() + trials.telephone_recordings()
+    chains = [telephone.CHAINS[name] for name in CHAINS]
+    clip_set = trials.ClipSet.measure(
+        recordings, trials.clips_of(recordings, chains), trials.EmbeddingCache()
+    )
+    experiment = calibrate.Experiment.build(clip_set, folds=5, seed=0)
+    held, after, before = experiment.held_out(calibrate.CHOSEN)
+    results = calibrate.per_condition(experiment, held, after)
+    results_before = calibrate.per_condition(experiment, held, before)
+    unweighted = replace(calibrate.CHOSEN, weighting="none")
+    results_unweighted = calibrate.per_condition(experiment, *experiment.held_out(unweighted)[:2])
+    for name in calibrate.REAL_TELEPHONE_GROUPS:
+        result, speakers = results[name]
+        assert speakers >= 7, name
+        assert result.nontargets >= 400, name
+        assert result.cllr - result.min_cllr <= 0.10, name
+        assert result.eer <= results_before[name][0].eer + 0.005, name
+        # Weighting is what calibrates them: unweighted, they are fitted as if they were not there.
+        assert result.cllr < results_unweighted[name][0].cllr, name
+    assert results["real telephone, narrowband-narrowband"][0].false_alarms_above_2 <= 0.03
+    assert results["real telephone, wideband-narrowband"][0].false_alarms_above_2 <= 0.135
 
 
 def test_trials_pair_different_recordings_of_known_conditions(clip_set: trials.ClipSet) -> None:

@@ -16,8 +16,12 @@ folds' speakers only (trials with one speaker in each are used by neither). Repo
 condition on the held-out trials (and for the pairs with real telephone recordings): (a) the
 calibration shipped before (one line for everything) and (b)
 `voxmatch.calibration.ConditionCalibration` with the chosen settings; then the choices (quality
-measure cap and ridge, AS-norm, bandwidth matching, detected conditions), each measured the same
-way; then the fit on every speaker, which is what registry.py ships.
+measure cap and ridge, AS-norm, bandwidth matching, detected conditions, trial weights), each
+measured the same way; then the fit on every speaker, which is what registry.py ships.
+
+Trial weights (WEIGHTINGS): the fit weighs the trials of each pair of sources (wideband, made
+telephone, real telephone) by the square root of their number, per class and pair of conditions,
+so that a few hundred real telephone trials are not swamped by a million made ones.
 
     .venv/bin/python -m tools.calibrate [--folds 5] [--plots docs/images]
 """
@@ -73,6 +77,8 @@ class Setup:
     """Score a wideband-narrowband pair with the narrowband simulation of the wideband side."""
     detected: bool = False
     """Conditions from the energy-above-4-kHz detector rather than the ground truth."""
+    weighting: str = "none"
+    """How much each trial counts in the fit: a key of WEIGHTINGS."""
 
     def calibrator(self) -> ConditionCalibration:
         return ConditionCalibration(
@@ -80,7 +86,7 @@ class Setup:
         )
 
 
-CHOSEN = Setup("chosen", speech_cap=5.0, ridge=1e-5)
+CHOSEN = Setup("chosen", speech_cap=5.0, ridge=1e-5, weighting="source-sqrt")
 """What registry.py ships (the choices below are measured against it)."""
 AS_NORM_CHOSEN = Setup(
     "AS-norm top 200, narrowband pairs only",
@@ -90,6 +96,43 @@ AS_NORM_CHOSEN = Setup(
     as_norm_conditions=(2,),
 )
 """The AS-norm that paid on held-out speakers (for the lead to wire; not applied by the server)."""
+
+
+SOURCES = {0: "wideband", 1: "made telephone", 2: "real telephone"}
+"""Where a clip comes from: a wideband recording as it is, a wideband recording through a
+telephone chain made here, or a real telephone recording as it is."""
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """Trial weights that give each group of trials (per class) the same total weight, or, with
+    `power` below 1, a share between equal and proportional to its size (weight count^-power)."""
+
+    description: str
+    by_corpus: bool = False
+    """Groups by the pair of corpora as well as the pair of sources."""
+    real_or_not: bool = False
+    """Two groups only: pairs with a real telephone recording and pairs without."""
+    power: float = 1.0
+
+
+WEIGHTINGS = {
+    "none": Weighting("every trial the same", power=0),
+    "source": Weighting("each pair of sources the same"),
+    "source-sqrt": Weighting("each pair of sources as the square root of its size", power=0.5),
+    "corpus": Weighting("each pair of sources and of corpora the same", by_corpus=True),
+    "corpus-sqrt": Weighting(
+        "each pair of sources and of corpora as the square root of its size",
+        by_corpus=True,
+        power=0.5,
+    ),
+    "real-half": Weighting(
+        "pairs with a real telephone recording as much as pairs without", real_or_not=True
+    ),
+}
+"""Ways of weighting the trials of the fit, per class and pair of conditions (the pairs of
+sources: wideband, made telephone, real telephone). Without weights, the few hundred trials of
+real telephone recordings are swamped by the hundreds of thousands of made ones."""
 
 
 @dataclass
@@ -104,6 +147,8 @@ class Experiment:
     """Cosines with each wideband original replaced by its narrowband simulation in pairs with a
     narrowband clip."""
     detected_conditions: npt.NDArray[np.int64]
+    sources: npt.NDArray[np.int64]
+    """Each clip's key of SOURCES."""
 
     @classmethod
     def build(cls, clip_set: ClipSet, folds: int, seed: int) -> Experiment:
@@ -125,6 +170,10 @@ class Experiment:
         ).astype(np.int64)
         all_trials = trials.every_pair(clip_set, trial_clips)
         speakers = list(clip_set.speakers[trial_clips])
+        recorded_narrow = np.array(
+            [clip_set.recordings[clip.recording].condition == NARROWBAND for clip in clip_set.clips]
+        )
+        sources = np.where(recorded_narrow, 2, np.where(chains == trials.ORIGINAL, 0, 1))
         return cls(
             clip_set,
             trial_clips,
@@ -133,6 +182,7 @@ class Experiment:
             cosines,
             matched,
             detected,
+            sources.astype(np.int64),
         )
 
     @property
@@ -147,6 +197,29 @@ class Experiment:
         detected = self.detected_conditions
         both: npt.NDArray[np.int64] = detected[trial_list.first] + detected[trial_list.second]
         return both
+
+    def trial_weights(self, trial_list: TrialList, setup: Setup) -> FloatArray:
+        """Each trial's weight in the fit under `setup.weighting`: its group of trials (pair of
+        sources, perhaps of corpora; per class) shares one total, as `Weighting` says."""
+        weighting = WEIGHTINGS[setup.weighting]
+        first, second = trial_list.first, trial_list.second
+        lower = np.minimum(self.sources[first], self.sources[second])
+        higher = np.maximum(self.sources[first], self.sources[second])
+        # Groups are kinds of recordings, so by true condition even when the fit is told the
+        # detector's (a group of a few misdetected clips would otherwise weigh like a corpus).
+        keys = [trial_list.condition, trial_list.same]
+        keys += [higher == 2] if weighting.real_or_not else [lower, higher]
+        if weighting.by_corpus:
+            _, corpus = np.unique(self.clip_set.corpus, return_inverse=True)
+            keys += [
+                np.minimum(corpus[first], corpus[second]),
+                np.maximum(corpus[first], corpus[second]),
+            ]
+        _, group, counts = np.unique(
+            np.stack(keys).astype(np.int64), axis=1, return_inverse=True, return_counts=True
+        )
+        weights: FloatArray = counts[group.ravel()].astype(np.float64) ** -weighting.power
+        return weights
 
     def scores(self, setup: Setup, cohort: Mask) -> FloatArray:
         """The score matrix of every clip against every clip under `setup`."""
@@ -198,6 +271,7 @@ class Experiment:
                 train.same,
                 self.pair_conditions(train, setup),
                 train.shorter_speech,
+                trial_weights=self.trial_weights(train, setup),
             )
             chosen.append(test)
             after.append(
@@ -220,6 +294,7 @@ class Experiment:
             every.same,
             self.pair_conditions(every, setup),
             every.shorter_speech,
+            trial_weights=self.trial_weights(every, setup),
         )
         return fitted.calibration_
 
@@ -373,6 +448,11 @@ def choices() -> list[Setup]:
             quality=False,
         ),
         replace(base, name="conditions from the 4 kHz detector", detected=True),
+        *(
+            replace(base, name=f"weighting {name}: {weighting.description}", weighting=name)
+            for name, weighting in WEIGHTINGS.items()
+            if name != base.weighting
+        ),
     ]
 
 
