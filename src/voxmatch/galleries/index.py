@@ -160,17 +160,19 @@ def unseen_llr_bound(
     calibration: Calibration,
     pair: int,
     probe_speech: float,
+    shortest_speech: float,
     lowest_cosine: float,
     *,
     empty_rows: bool,
 ) -> float:
     """The highest LLR a probe (of `probe_speech` seconds) can have against a speaker of the
-    pair of conditions `pair` (an index of `Calibration.pairs`) that the graph did not retrieve,
-    if every such speaker's cosine is at most `lowest_cosine` (the lowest of the retrieved
-    ones): the calibration is linear in the cosine for a given quality, so the maximum is at an
-    end of the cosine range [-1, lowest_cosine] and of the quality range the pair can have (the
-    shorter side's speech is at most the probe's). With `empty_rows`, 0 as well (an empty
-    speaker scores 0 against everyone).
+    pair of conditions `pair` (an index of `Calibration.pairs`) and of at least
+    `shortest_speech` seconds that the graph did not retrieve, if every such speaker's cosine
+    is at most `lowest_cosine` (the lowest of the retrieved ones): the calibration is linear in
+    the cosine for a given quality, and in the quality for a given cosine, so the maximum is at
+    an end of the cosine range [-1, lowest_cosine] and of the quality range the pair can have
+    (that of the shorter side's speech, between min(probe, shortest) and the probe's). With
+    `empty_rows`, 0 as well (an empty speaker scores 0 against everyone).
 
     A posterior computed with the N - M unseen speakers at this bound has a denominator at
     least the exact one, hence is at most the exact posterior: conservative. The one thing
@@ -178,8 +180,9 @@ def unseen_llr_bound(
     lowest candidate, which the measured recall says is rare, and then by a small margin.
     """
     floor, cap = calibration.speech_floor, calibration.speech_cap
-    lowest_quality = float(np.log(floor / cap))
     probe_quality = float(np.log(np.clip(probe_speech, floor, cap) / cap))
+    shorter = min(probe_speech, shortest_speech)
+    lowest_quality = float(np.log(np.clip(shorter, floor, cap) / cap))
     calibrated = calibration.pairs()[pair]
     bound = 0.0 if empty_rows else -np.inf
     for quality in (lowest_quality, probe_quality):
@@ -188,6 +191,22 @@ def unseen_llr_bound(
         for cosine in (-1.0, lowest_cosine):
             bound = max(bound, scale * cosine + offset)
     return float(bound)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The valid speakers of one condition, as a search sees them."""
+
+    condition: int
+    size: int
+    found: npt.NDArray[np.int64]
+    """Each probe's candidates (-1: none)."""
+    cosines: npt.NDArray[np.float32] | None = None
+    """Their cosines; None when the condition is scored whole (no speaker of it unseen)."""
+    short: int = 0
+    """Speakers of less than the calibration's speech cap."""
+    shortest: float = 0.0
+    """The speech of the shortest of them."""
 
 
 def approximate_top_k(
@@ -216,9 +235,8 @@ def approximate_top_k(
     counted = int(valid.sum())
     wanted = candidates_for(k)
     _, empty_probes = unit_rows(probes)
-    # Per condition of the speakers: its size, each probe's candidates and their cosines
-    # (None when the condition is scored whole: no speaker of it goes unseen).
-    groups: list[tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.float32] | None]] = []
+    cap = calibration.speech_cap
+    groups = []
     for condition in (WIDEBAND, NARROWBAND):
         members = valid & (row_traits.conditions == condition)
         size = int(members.sum())
@@ -226,10 +244,20 @@ def approximate_top_k(
             continue
         if size <= EXACT_GROUP * wanted:
             whole = np.flatnonzero(members).astype(np.int64)
-            groups.append((condition, size, np.broadcast_to(whole, (len(probes), size)), None))
+            groups.append(_Group(condition, size, np.broadcast_to(whole, (len(probes), size))))
         else:
             nearest, similarities = index.search(probes, valid, condition, wanted)
-            groups.append((condition, size, nearest, similarities))
+            short = members & (row_traits.speech_lengths < cap)
+            groups.append(
+                _Group(
+                    condition,
+                    size,
+                    nearest,
+                    similarities,
+                    int(short.sum()),
+                    float(row_traits.speech_lengths[short].min()) if short.any() else cap,
+                )
+            )
     columns = np.full((len(probes), k), -1, np.int64)
     scores = np.full((len(probes), k), -np.inf, np.float32)
     log_sum_lr = np.full(len(probes), -np.inf, np.float64)
@@ -237,24 +265,34 @@ def approximate_top_k(
         check(should_stop, "search")
         parts = []
         unseen_terms = []
-        for condition, size, found, cosines in groups:
-            retrieved = found[probe] >= 0
-            parts.append(found[probe][retrieved])
-            unseen = size - int(retrieved.sum())
-            if unseen == 0 or cosines is None:
+        for group in groups:
+            retrieved = group.found[probe] >= 0
+            found = group.found[probe][retrieved]
+            parts.append(found)
+            if group.cosines is None:
                 continue
-            if empty_probes[probe]:
-                bound = 0.0  # an empty probe scores 0 against everyone
-            else:
-                lowest = float(cosines[probe][retrieved].min()) if retrieved.any() else 1.0
-                bound = unseen_llr_bound(
-                    calibration,
-                    int(probe_traits.conditions[probe]) + condition,
-                    float(probe_traits.speech_lengths[probe]),
-                    lowest,
-                    empty_rows=index.has_empty_rows,
-                )
-            unseen_terms.append(np.log(unseen) + bound)
+            lowest = float(group.cosines[probe][retrieved].min()) if retrieved.any() else 1.0
+            short_found = int((row_traits.speech_lengths[found] < cap).sum())
+            # Speakers of at least `cap` seconds (most) pair with the probe at the probe's own
+            # quality: their bound is tight; the short ones get the bound of the shortest.
+            for unseen, shortest in (
+                (group.size - group.short - (len(found) - short_found), cap),
+                (group.short - short_found, group.shortest),
+            ):
+                if unseen <= 0:
+                    continue
+                if empty_probes[probe]:
+                    bound = 0.0  # an empty probe scores 0 against everyone
+                else:
+                    bound = unseen_llr_bound(
+                        calibration,
+                        int(probe_traits.conditions[probe]) + group.condition,
+                        float(probe_traits.speech_lengths[probe]),
+                        shortest,
+                        lowest,
+                        empty_rows=index.has_empty_rows,
+                    )
+                unseen_terms.append(np.log(unseen) + bound)
         candidates = np.concatenate(parts)
         llrs = score_matrix(
             probes[probe : probe + 1],
