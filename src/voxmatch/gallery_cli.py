@@ -48,7 +48,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def _galleries(data_dir: Path | None, config: Path | None) -> Iterator[GalleryStore]:
-    from voxmatch._galleries_api import open_galleries
+    from voxmatch._galleries_api import index_settings, open_galleries
     from voxmatch.galleries import GalleryError
 
     try:
@@ -57,7 +57,9 @@ def _galleries(data_dir: Path | None, config: Path | None) -> Iterator[GallerySt
     except ConfigError as error:
         _fail(str(error), code=2)
     try:
-        store = open_galleries(settings.data_dir, fsync=settings.fsync)
+        store = open_galleries(
+            settings.data_dir, fsync=settings.fsync, index=index_settings(settings)
+        )
     except OSError as error:
         _fail(f"cannot open the galleries of {settings.data_dir}: {error.strerror}")
     try:

@@ -1,6 +1,7 @@
 """Speaker galleries: speakers enrolled once in the data folder, searched by voice (see
 docs/galleries.md). Core: knows SQLite and files, nothing of HTTP, gRPC or tasks."""
 
+from voxmatch.galleries.index import IndexSettings
 from voxmatch.galleries.store import (
     MAX_METADATA_BYTES,
     MAX_TOP_K,
@@ -23,6 +24,7 @@ __all__ = [
     "GalleryError",
     "GalleryInfo",
     "GalleryStore",
+    "IndexSettings",
     "Match",
     "SpeakerInfo",
     "UnknownGallery",

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxmatch._sqlite import immediate_transaction
+from voxmatch.galleries.index import HnswIndex, IndexSettings, approximate_top_k, candidates_for
 from voxmatch.galleries.matrix import EmbeddingFile, matrix_path, write_compacted
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
 from voxmatch.scoring import Traits
@@ -194,12 +195,16 @@ class GalleryStore:
     process at a time per folder: each keeps its own view of the rows in memory.
 
     `owner` is the name of the API key a gallery belongs to; "" (the default) when keys are
-    off. Each owner has its own names.
+    off. Each owner has its own names. `index` says how searches find speakers (exact by
+    default; see `galleries.index`).
     """
 
-    def __init__(self, folder: Path, *, fsync: bool = False) -> None:
+    def __init__(
+        self, folder: Path, *, fsync: bool = False, index: IndexSettings | None = None
+    ) -> None:
         self.folder = folder
         self._fsync = fsync
+        self.index_settings = index or IndexSettings()
         folder.mkdir(parents=True, exist_ok=True)
         self._db = _connect(folder / DATABASE_FILE, fsync)
         self._db_lock = threading.RLock()
@@ -296,7 +301,9 @@ class GalleryStore:
         with self._open_lock:
             gallery = self._open.get(gallery_id)
             if gallery is None:
-                gallery = Gallery(self, gallery_id, name, model, dim, generation, self._fsync)
+                gallery = Gallery(
+                    self, gallery_id, name, model, dim, generation, self._fsync, self.index_settings
+                )
                 self._open[gallery_id] = gallery
         return gallery
 
@@ -340,6 +347,7 @@ class _Snapshot:
     valid: npt.NDArray[np.bool_]
     traits: Traits
     keys: npt.NDArray[np.int64]
+    index: HnswIndex | None
 
 
 class Gallery:
@@ -354,6 +362,7 @@ class Gallery:
         dim: int,
         generation: int,
         fsync: bool,
+        index_settings: IndexSettings | None = None,
     ) -> None:
         self.store = store
         self.id = gallery_id
@@ -387,6 +396,10 @@ class Gallery:
             self._keys[at] = table[:, 1].astype(np.int64)
             self._conditions[at] = table[:, 2].astype(np.uint8)
             self._speech[at] = table[:, 3].astype(np.float32)
+        self._index_settings = index_settings or IndexSettings()
+        self._index = self._build_index(
+            self._file.rows[: self._used], self._conditions[: self._used]
+        )
 
     # --- reading -------------------------------------------------------------------------
 
@@ -426,6 +439,7 @@ class Gallery:
                 self._valid[:used].copy(),
                 Traits(self._conditions[:used], self._speech[:used]),
                 self._keys[:used],
+                self._index,
             )
 
     def search(
@@ -437,7 +451,9 @@ class Gallery:
         should_stop: StopCheck | None = None,
     ) -> list[list[Match]]:
         """The `top_k` best speakers of each probe, best first, with their posteriors given
-        `prior_in_gallery` (see `top_k.posteriors`). Exact: every speaker is scored.
+        `prior_in_gallery` (see `top_k.posteriors`). Exact (every speaker is scored) unless
+        the store's index is "hnsw" and the gallery has more speakers than the graph is asked
+        for: then the graph proposes the candidates, scored exactly (`galleries.index`).
 
         `should_stop` is asked between blocks of the gallery; when it says so,
         `stopping.Stopped` is raised.
@@ -452,16 +468,29 @@ class Gallery:
             )
         snapshot = self._snapshot()
         calibration = describe(self.model).calibration
-        found = search_top_k(
-            probes.embeddings,
-            snapshot.rows,
-            calibration,
-            top_k,
-            row_traits=Traits.of(probes),
-            column_traits=snapshot.traits,
-            valid=snapshot.valid,
-            should_stop=should_stop,
-        )
+        if snapshot.index is not None and snapshot.valid.sum() > candidates_for(top_k):
+            found = approximate_top_k(
+                snapshot.index,
+                probes.embeddings,
+                Traits.of(probes),
+                snapshot.rows,
+                snapshot.traits,
+                snapshot.valid,
+                calibration,
+                top_k,
+                should_stop=should_stop,
+            )
+        else:
+            found = search_top_k(
+                probes.embeddings,
+                snapshot.rows,
+                calibration,
+                top_k,
+                row_traits=Traits.of(probes),
+                column_traits=snapshot.traits,
+                valid=snapshot.valid,
+                should_stop=should_stop,
+            )
         probabilities = posteriors(found.scores, found.log_sum_lr, found.counted, prior_in_gallery)
         hit = found.columns >= 0
         keys = np.unique(snapshot.keys[found.columns[hit]])
@@ -598,6 +627,8 @@ class Gallery:
                     ),
                 )
                 db.execute("DELETE FROM incoming")
+            if self._index is not None:
+                self._index.add(start, rows, conditions)
             with self._state_lock:
                 for _, old_row in replaced:
                     self._valid[old_row] = False
@@ -665,6 +696,8 @@ class Gallery:
                         strict=True,
                     ),
                 )
+            if self._index is not None:
+                self._index.add(start, merged, np.array([condition], np.uint8))
             with self._state_lock:
                 self._valid[old_row] = False
                 self._valid[start] = True
@@ -736,8 +769,10 @@ class Gallery:
         conditions[: len(keep)] = self._conditions[keep]
         speech = np.zeros(capacity, np.float32)
         speech[: len(keep)] = self._speech[keep]
+        index = self._build_index(new_file.rows[: len(keep)], conditions[: len(keep)])
         with self._state_lock:
             self._file = new_file
+            self._index = index
             self._generation = generation
             self._valid, self._keys = valid, new_keys
             self._conditions, self._speech = conditions, speech
@@ -745,6 +780,14 @@ class Gallery:
         old_file.close()
         # Searches still reading the old rows keep their map: unlinking leaves it readable.
         old_file.path.unlink()
+
+    def _build_index(
+        self, rows: npt.NDArray[np.float32], conditions: npt.NDArray[np.uint8]
+    ) -> HnswIndex | None:
+        """The graphs of `rows` (of these conditions), when searches use them."""
+        if self._index_settings.kind == "exact":
+            return None
+        return HnswIndex.build(rows, conditions, self._index_settings)
 
     def close(self) -> None:
         self._file.close()

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from voxmatch import request_checks
-from voxmatch._galleries_api import open_galleries
+from voxmatch._galleries_api import index_settings, open_galleries
 from voxmatch.config import Settings
 from voxmatch.galleries import (
     MAX_METADATA_BYTES,
@@ -234,7 +234,7 @@ def _requester() -> str:
 
 
 def galleries_router(settings: Settings) -> APIRouter:
-    store = open_galleries(settings.data_dir, fsync=settings.fsync)
+    store = open_galleries(settings.data_dir, fsync=settings.fsync, index=index_settings(settings))
     router = APIRouter(tags=["Speaker galleries (voxmatch addition)"])
 
     def find_gallery(name: str) -> Gallery:
