@@ -22,6 +22,7 @@ def index_settings(settings: Settings) -> IndexSettings:
         settings.gallery_hnsw_m,
         settings.gallery_hnsw_ef_construction,
         settings.gallery_hnsw_ef_search,
+        threads=settings.blas_threads,
     )
 
 

@@ -23,8 +23,8 @@ MAX_SECONDS = 1e7
 any recording, and small enough that seconds times any sample rate is an exact integer."""
 
 MAX_TOP_K = 1000
-"""Largest `top_k` of a comparison: the result keeps k scores per row, and past a thousand
-candidates a ranking is a matrix, which a plain comparison gives."""
+"""Largest `top_k` of a comparison or a gallery search: the result keeps k scores per row, and
+past a thousand candidates a ranking is a matrix, which a plain comparison gives."""
 
 
 class RequestError(ValueError):

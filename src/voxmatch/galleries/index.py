@@ -62,6 +62,9 @@ class IndexSettings:
     hnsw_ef_construction: int = 40
     hnsw_ef_search: int = 128
     """Breadth of the graph search (at least the number of candidates wanted)."""
+    threads: int = 1
+    """OpenMP threads of FAISS (graph builds): as `blas_threads`, since idle OpenMP threads
+    spin on the cores that other work needs."""
 
 
 class HnswIndex:
@@ -72,6 +75,7 @@ class HnswIndex:
     def __init__(self, dim: int, settings: IndexSettings) -> None:
         import faiss
 
+        faiss.omp_set_num_threads(settings.threads)
         self.dim = dim
         self.settings = settings
         self._faiss = faiss

@@ -45,14 +45,13 @@ from voxmatch._sqlite import immediate_transaction
 from voxmatch.galleries.index import HnswIndex, IndexSettings, approximate_top_k, candidates_for
 from voxmatch.galleries.matrix import EmbeddingFile, matrix_path, write_compacted
 from voxmatch.models.registry import DEFAULT_MODEL_NAME, UnknownModelError, describe
+from voxmatch.request_checks import MAX_TOP_K
 from voxmatch.scoring import Traits
 from voxmatch.stopping import StopCheck
 from voxmatch.top_k import posteriors, search_top_k
 from voxmatch.voiceprint import NARROWBAND, WIDEBAND, Voiceprint, VoiceprintBatch
 
 DATABASE_FILE = "galleries.sqlite3"
-MAX_TOP_K = 1000
-"""Most matches one probe of a search can ask for."""
 MAX_METADATA_BYTES = 4096
 """Largest metadata of one speaker, as compact JSON (UTF-8)."""
 MAX_SPEAKER_ID_LENGTH = 256
