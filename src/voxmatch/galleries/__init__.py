@@ -4,7 +4,6 @@ docs/galleries.md). Core: knows SQLite and files, nothing of HTTP, gRPC or tasks
 from voxmatch.galleries.index import IndexSettings
 from voxmatch.galleries.store import (
     MAX_METADATA_BYTES,
-    MAX_TOP_K,
     Enrolment,
     Gallery,
     GalleryError,
@@ -15,6 +14,7 @@ from voxmatch.galleries.store import (
     UnknownGallery,
     UnknownSpeaker,
 )
+from voxmatch.request_checks import MAX_TOP_K
 
 __all__ = [
     "MAX_METADATA_BYTES",
