@@ -64,6 +64,15 @@ def assert_scores_close(actual: npt.ArrayLike, expected: npt.ArrayLike) -> None:
     )
 
 
+def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The convention of every CLI error: exit `code`, one `voxmatch: ...` line, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("voxmatch: "), result.stderr
+    return lines[0]
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
     """Poll `condition` until it holds; fail, saying `what` was awaited, after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -285,3 +294,16 @@ def hold_the_worker(client: httpx.Client) -> str:
     location = str(accepted.headers["location"])
     wait_until(lambda: task_state(client, location) == "running", "a worker to take the task")
     return location
+
+
+def restart_after_kill(
+    server: RunningServer, server_factory: ServerFactory, env: dict[str, str], holding: str
+) -> httpx.Client:
+    """kill -9 a server whose only worker is on `holding` (from `hold_the_worker`), so that
+    every task accepted since is still waiting; start it again on the same data folder, stop the
+    holding task, and give a client of the restarted server."""
+    assert task_state(server.client(), holding) == "running", "the holding task ended too soon"
+    server.kill()
+    client = server_factory(env, data_dir=server.data_dir).client()
+    assert client.delete(holding).status_code == 204
+    return client

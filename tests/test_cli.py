@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from _helpers import model_env, speech_clip, start_server
+from _helpers import assert_one_error_line, model_env, speech_clip, start_server
 from _package_index import LocalIndex, package_index
 from tools import corpora
 from voxmatch import Voiceprint
@@ -83,15 +83,6 @@ def voxmatch_on_a_terminal(
         reader.join(timeout=60)
         os.close(controller)
     return result, b"".join(drawn)
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The convention of every CLI error: exit `code`, one `voxmatch: ...` line, no traceback."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("voxmatch: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

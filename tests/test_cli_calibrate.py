@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from _helpers import assert_one_error_line
 from _labelled_speech import run_voxmatch, speaker_folders
 from tools import corpora
 from voxmatch.calibration_profiles import calibration_to_json, load_profile
 from voxmatch.models import DEFAULT_MODEL_NAME
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("voxmatch: "), result.stderr
-    return lines[0]
 
 
 def assert_last_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _helpers import ServerFactory
+from _helpers import ServerFactory, assert_one_error_line
 from voxmatch import Voiceprint
 
 
@@ -23,14 +23,6 @@ def voxmatch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("voxmatch: "), result.stderr
-    return lines[0]
 
 
 def write_voiceprint(path: Path, seed: int) -> Voiceprint:

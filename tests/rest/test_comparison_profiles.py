@@ -23,8 +23,8 @@ from _helpers import (
     hold_the_worker,
     model_env,
     random_voiceprints,
+    restart_after_kill,
     start_server,
-    task_state,
     wait_for_task,
 )
 from _labelled_speech import run_voxmatch, speaker_folders
@@ -272,12 +272,7 @@ def test_an_accepted_task_keeps_its_profile_through_a_restart_and_an_edit(
     edited = dataclasses.replace(office, calibration=Calibration.linear(scale=1.0, offset=9.0))
     save_profile(edited, own_profiles, replace=True)
     # The only worker was on the holding task all along: the comparison had not started.
-    assert task_state(client, holding) == "running", "the holding task ended too soon"
-    server.kill()
-
-    restarted = server_factory(env, data_dir=server.data_dir)
-    client = restarted.client()
-    assert client.delete(holding).status_code == 204
+    client = restart_after_kill(server, server_factory, env, holding)
     done = wait_for_task(client, accepted.headers["location"], timeout=120).json()
     assert done["task"]["state"] == "done", done
     scores = done["result"]["scores"]

@@ -23,8 +23,8 @@ from _helpers import (
     assert_scores_close,
     hold_the_worker,
     model_env,
+    restart_after_kill,
     start_server,
-    task_state,
     wait_for_task,
 )
 from voxmatch import Voiceprint, compare
@@ -304,12 +304,7 @@ def test_an_accepted_top_k_task_survives_kill_9(server_factory: ServerFactory) -
     accepted = client.post(COMPARISON, json=body(a, b, top_k=5))
     assert accepted.status_code == 202, accepted.text
     # The only worker was on the holding task all along: the comparison had not started.
-    assert task_state(client, holding) == "running", "the holding task ended too soon"
-    server.kill()
-
-    restarted = server_factory(env, data_dir=server.data_dir)
-    client = restarted.client()
-    assert client.delete(holding).status_code == 204
+    client = restart_after_kill(server, server_factory, env, holding)
     done = wait_for_task(client, accepted.headers["location"], timeout=120).json()
     assert done["task"]["state"] == "done", done
     indices, scores = best_matches(done["result"], len(b), 5)
