@@ -45,6 +45,3 @@ class Executor(Protocol):
 
     def queue_length(self) -> int:
         """Tasks accepted and not yet running."""
-
-    def running_count(self) -> int:
-        """Tasks running now."""

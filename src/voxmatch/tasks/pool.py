@@ -96,10 +96,6 @@ class ThreadPool:
         with self._condition:
             return len(self._queue) + self._awaiting_slot
 
-    def running_count(self) -> int:
-        with self._condition:
-            return len(self._running) - self._awaiting_slot
-
     def _next(self) -> tuple[str, threading.Event] | None:
         with self._condition:
             while not self._queue and not self._stopping.is_set():

@@ -207,7 +207,11 @@ class TaskRunner:
         return self._executor.queue_length()
 
     def running_count(self) -> int:
-        return self._executor.running_count()
+        """Tasks in the running state. Counted in the store rather than the executor so that it
+        changes in the same transaction as the state a client polls: a task seen done is never
+        still counted as running while its worker thread winds down."""
+        counts = self.store.counts_by_kind()
+        return sum(count for (_, state), count in counts.items() if state == TaskState.RUNNING)
 
     def expire_now(self) -> int:
         return expire(self.store, self.task_ttl_seconds, self._delete)
