@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."
     )
+    ray_address: str | None = Field(
+        None,
+        description="Run comparison and extraction work on this Ray cluster (an address as"
+        " `ray.init` takes it: `HOST:PORT` of the head node, or `auto`); unset, everything runs"
+        " in this process and nothing of Ray is imported. See docs/scale-out.md.",
+    )
     gallery_max_bulk_speakers: int = Field(
         10_000,
         ge=1,
