@@ -274,25 +274,25 @@ class TaskRunner:
                     )
             except TaskRejected as rejection:
                 log.info("task %s rejected: %s", task_id, rejection.message)
+                self._observe(record, TaskState.REJECTED, None)
                 self._finish_with_error(
                     task_id,
                     fresh,
                     TaskState.REJECTED,
                     stored_error(REJECTED, rejection.message, rejection.fields),
                 )
-                self._observe(record, TaskState.REJECTED, None)
             except Exception as error:  # noqa: BLE001 - any failure fails the task, logged
                 if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
                     return
                 log.error("task %s failed: %s\n%s", task_id, error, traceback.format_exc().rstrip())
+                self._observe(record, TaskState.FAILED, None)
                 self._finish_with_error(
                     task_id,
                     fresh,
                     TaskState.FAILED,
                     stored_error(INTERNAL, f"processing failed: {type(error).__name__}: {error}"),
                 )
-                self._observe(record, TaskState.FAILED, None)
 
     def _complete(self, context: TaskContext, fresh: FreshTask | None) -> bool:
         """Run the handler, store the result; False if the task went away meanwhile."""
@@ -302,10 +302,12 @@ class TaskRunner:
             return False
         if outcome.arrays and not self.store.write_result_arrays(record.id, outcome.arrays):
             return False
-        if context.should_stop() or not self.store.mark_done(record.id, outcome.result):
+        if context.should_stop():
             return False
+        # Counted before the state is visible, so that a client that sees the task done also
+        # sees it in the metrics (a task removed in between is then counted, but not shown).
         self._observe(record, TaskState.DONE, outcome)
-        return True
+        return self.store.mark_done(record.id, outcome.result)
 
     def _finish_with_error(
         self, task_id: str, fresh: FreshTask | None, state: TaskState, error: JsonObject
