@@ -237,7 +237,13 @@ def test_any_setting_can_be_given_as_a_flag(tmp_path: Path) -> None:
 
 
 def test_unusable_model_settings_exit_2_without_a_traceback(tmp_path: Path) -> None:
-    missing_model = voxmatch("serve", "--set", "model_file=/nowhere/model.onnx", cwd=tmp_path)
+    # Free ports: the ports are checked before the model, and another server may hold 8000.
+    missing_model = voxmatch(
+        "serve",
+        *("--port", "0", "--grpc-port", "0"),
+        *("--set", "model_file=/nowhere/model.onnx"),
+        cwd=tmp_path,
+    )
     assert missing_model.returncode == 2
     assert "/nowhere/model.onnx" in missing_model.stderr
     unknown = voxmatch("serve", "--set", "default_model=no-such-model", cwd=tmp_path)

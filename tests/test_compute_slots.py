@@ -52,8 +52,9 @@ def test_slots_are_granted_in_arrival_order_within_the_budget() -> None:
     order: list[str] = []
     waiters = {name: Waiter(slots, order, name) for name in "abcde"}
 
-    def placed(count: int) -> bool:
-        return len(order) + slots.waiting == count
+    def placed(arrived: int) -> bool:
+        # A waiter is in line before it takes a free slot: wait until the slots are taken.
+        return len(order) == min(arrived, 2) and slots.waiting == max(0, arrived - 2)
 
     for arrived, name in enumerate("abcde", start=1):
         waiters[name].start()

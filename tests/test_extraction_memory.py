@@ -50,6 +50,7 @@ def extract(client: httpx.Client, content: bytes | io.BufferedReader, name: str)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two hours of audio on a slow, shared machine
 def test_a_two_hour_recording_is_extracted_in_bounded_memory(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:

@@ -26,7 +26,11 @@ def modes_under(folder: Path) -> dict[str, int]:
     for parent, folders, files in os.walk(folder):
         for name in folders + files:
             path = Path(parent) / name
-            modes[str(path.relative_to(folder))] = stat.S_IMODE(path.lstat().st_mode)
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                continue  # a task's inputs, removed by its worker just after it finished
+            modes[str(path.relative_to(folder))] = stat.S_IMODE(mode)
     return modes
 
 

@@ -38,7 +38,8 @@ from tools import corpora
 from voxmatch import Voiceprint, VoiceprintBatch
 
 # Each client runs in a process of its own (and is installed by pip on the first run).
-pytestmark = pytest.mark.slow
+# Slow, and installing the clients (up to 900 s per pip run) counts against the timeout too.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 CLIENTS = {
     "phonexia-voiceprint-extraction-client": ("2.1.0", "voiceprint_extraction_client"),

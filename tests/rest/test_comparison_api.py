@@ -229,7 +229,8 @@ def test_delete_cancels_and_removes_a_task(server_factory: ServerFactory) -> Non
         queue = client.get("/api/system/status").json()["queue"]
         return bool(queue["waiting"] == 0 and queue["running"] == 0)
 
-    # A worker stopped mid-task writes nothing more once it is idle.
+    # A deleted task's folder is moved away before it is removed, so a worker still finishing
+    # a block of it cannot leave a file behind, whenever it stops.
     wait_until(idle, "the worker to stop the cancelled tasks")
     leftovers = [path.name for path in (server.data_dir / "tasks").iterdir()]
     assert not set(task_ids) & set(leftovers)

@@ -300,7 +300,14 @@ class TaskStore:
     def delete(self, task_id: str) -> bool:
         with self._transaction() as db:
             removed = db.execute("DELETE FROM tasks WHERE id = ?", (task_id,)).rowcount == 1
-        shutil.rmtree(self.task_dir(task_id), ignore_errors=True)
+        # Moved out of the task folders first: a worker still writing this task's result then
+        # finds no folder, instead of adding a file to it while it is being removed.
+        doomed = self.staging_dir / f"{task_id}.deleted"
+        try:
+            self.task_dir(task_id).rename(doomed)
+        except FileNotFoundError:
+            return removed
+        shutil.rmtree(doomed, ignore_errors=True)
         return removed
 
     def unfinished(self) -> list[TaskRecord]:
@@ -327,8 +334,11 @@ class TaskStore:
         with self._lock:
             known = {str(row[0]) for row in self._db.execute("SELECT id FROM tasks")}
         removed = 0
-        for upload in self.staging_dir.iterdir():
-            upload.unlink(missing_ok=True)
+        for leftover in self.staging_dir.iterdir():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)  # a deletion cut short
+            else:
+                leftover.unlink(missing_ok=True)
         for folder in self.files_dir.iterdir():
             if folder.name not in known:
                 shutil.rmtree(folder, ignore_errors=True)
