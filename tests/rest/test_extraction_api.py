@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def test_result_has_the_spe4_shape(server: RunningServer) -> None:
     segments = channel["speech_segments"]
     assert segments, "the detected speech is located"
     assert all(0 <= start < end for start, end in segments)
-    assert all(a[1] <= b[0] for a, b in zip(segments, segments[1:], strict=False)), "in order"
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(segments)), "in order"
     # The segments are the speech the voiceprint was made of: rounding to ms on each end.
     total = sum(end - start for start, end in segments)
     assert total == pytest.approx(voiceprint.speech_length, abs=0.001 * len(segments) + 1e-3)

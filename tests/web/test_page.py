@@ -11,7 +11,6 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -24,11 +23,13 @@ from _helpers import (
     COMPARISON,
     SCORE_TOLERANCE,
     RunningServer,
+    model_env,
     random_voiceprints,
     speech_clip,
     start_server,
     wait_for_task,
 )
+from tools import corpora
 from tools.browser import chromium, new_context
 from voxmatch.api_keys import add_key
 
@@ -85,6 +86,7 @@ def open_page(browser: Browser, server: RunningServer, phone: bool = False) -> W
 
     watched.page.on("console", on_console)
     watched.page.on("pageerror", lambda error: watched.console.append(f"pageerror: {error}"))
+
     def on_request(request: Request) -> None:
         watched.requests.append(request)
 
@@ -109,7 +111,10 @@ def compare_through_the_page(watched: WatchedPage, recordings: list[Path]) -> No
 def shown_matrix(page: Page, size: int) -> np.ndarray:
     matrix = np.full((size, size), np.nan)
     for cell in page.get_by_test_id("score-cell").all():
-        row, col = int(cell.get_attribute("data-row") or -1), int(cell.get_attribute("data-col") or -1)
+        row, col = (
+            int(cell.get_attribute("data-row") or -1),
+            int(cell.get_attribute("data-col") or -1),
+        )
         matrix[row, col] = float(cell.get_attribute("data-llr") or "nan")
     assert not np.isnan(matrix).any(), matrix
     return matrix
@@ -133,7 +138,8 @@ def comparison_voiceprints(watched: WatchedPage) -> list[str]:
         if request.method == "POST" and urlparse(request.url).path == COMPARISON
     ]
     assert len(sent) == 1, [request.url for request in sent]
-    body: dict[str, Any] = sent[0].post_data_json
+    body = sent[0].post_data_json
+    assert isinstance(body, dict)
     assert body["voiceprints_a"] == body["voiceprints_b"]
     voiceprints: list[str] = body["voiceprints_a"]
     return voiceprints
@@ -151,7 +157,8 @@ def test_three_recordings_give_the_matrix_of_the_rest_api(
     # the same voiceprints again is another task, so its float32 sums may differ in order.
     np.testing.assert_allclose(shown, api_scores(server, voiceprints), rtol=0, atol=SCORE_TOLERANCE)
     off_diagonal = np.where(np.eye(3, dtype=bool), -np.inf, shown)
-    assert np.unravel_index(np.argmax(off_diagonal), shown.shape) in ((0, 1), (1, 0)), shown
+    best = tuple(int(index) for index in np.unravel_index(np.argmax(off_diagonal), shown.shape))
+    assert best in ((0, 1), (1, 0)), shown
     assert shown[0, 1] > 0 > max(shown[0, 2], shown[1, 2])
 
     cell = page.locator('[data-testid="score-cell"][data-row="0"][data-col="1"]')
@@ -180,7 +187,8 @@ def test_the_matrix_and_voiceprints_download_as_the_api_gives_them(
     with page.expect_download() as npy:
         page.get_by_role("button", name="Download matrix (.npy)").click()
     stored = np.load(io.BytesIO(Path(npy.value.path()).read_bytes()), allow_pickle=False)
-    assert stored.dtype == np.float32 and stored.shape == (2, 2)
+    assert stored.dtype == np.float32
+    assert stored.shape == (2, 2)
     # The same float32 scores: data-llr holds their shortest decimal form.
     np.testing.assert_array_equal(stored, shown.astype(np.float32))
     with page.expect_download() as csv:
@@ -195,36 +203,49 @@ def test_the_matrix_and_voiceprints_download_as_the_api_gives_them(
     assert watched.console == []
 
 
-def test_pasted_voiceprints_are_compared_without_audio_on_a_server_without_the_library(
-    browser: Browser, tmp_path: Path
+def test_a_server_without_the_waveform_library_still_serves_a_working_page(
+    browser: Browser, tmp_path: Path, recordings: list[Path]
 ) -> None:
-    """A server that cannot fetch wavesurfer.js (no cache, the registry unreachable) still
-    serves the page, which says so; voiceprints pasted in are scored as the API scores them."""
+    """A server that cannot fetch wavesurfer.js (not in its cache, the registry unreachable)
+    serves the page, which says so and draws its own waveforms; voiceprints pasted in are
+    scored as the API scores them."""
+    model_env()  # the model files, fetched once into the tests' cache
+    cache = tmp_path / "cache-without-the-page-library"
+    cache.mkdir()
+    for path in corpora.models_cache_dir().iterdir():
+        if path.is_file() and not path.name.startswith(("wavesurfer.js-", ".")):
+            (cache / path.name).symlink_to(path)
     offline = start_server(
         tmp_path / "data",
         {
-            "VOXMATCH_MODEL_CACHE_DIR": str(tmp_path / "empty-cache"),
+            "VOXMATCH_MODEL_CACHE_DIR": str(cache),
             # Any download goes to a closed port of this machine: refused at once.
             "https_proxy": "http://127.0.0.1:9",
             "HTTPS_PROXY": "http://127.0.0.1:9",
         },
     )
     try:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(offline.base_url + "/")
+        watched = open_page(browser, offline)
+        page = watched.page
         expect(page.locator("#library-notice")).to_contain_text("wavesurfer.js")
-        voiceprints = [voiceprint.to_base64() for voiceprint in random_voiceprints(3, seed=7)]
+        page.get_by_test_id("audio-input").set_input_files(str(recordings[0]))
+        expect(page.locator('[data-testid="file-row"][data-state="done"]')).to_have_count(
+            1, timeout=TASK_TIMEOUT_MS
+        )
+        expect(page.locator('[data-testid="file-row"] canvas.fallback-wave')).to_have_count(1)
+        voiceprints = [voiceprint.to_base64() for voiceprint in random_voiceprints(2, seed=7)]
         page.get_by_text("Compare voiceprints without audio").click()
         page.get_by_label("Voiceprints to add").fill("\n".join(voiceprints) + "\n")
         page.get_by_role("button", name="Add pasted voiceprints").click()
-        expect(page.get_by_test_id("score-cell")).to_have_count(9)
+        expect(page.get_by_test_id("score-cell")).to_have_count(9, timeout=TASK_TIMEOUT_MS)
+        sent = comparison_voiceprints(watched)
+        assert sent[1:] == voiceprints, "pasted voiceprints join after the recording"
         np.testing.assert_allclose(
-            shown_matrix(page, 3), api_scores(offline, voiceprints), rtol=0, atol=SCORE_TOLERANCE
+            shown_matrix(page, 3), api_scores(offline, sent), rtol=0, atol=SCORE_TOLERANCE
         )
-        assert errors == []
-        page.close()
+        assert watched.foreign_requests(offline) == []
+        assert watched.console == []
+        page.context.close()
     finally:
         offline.stop()
 
@@ -315,9 +336,11 @@ def test_a_server_with_api_keys_gets_the_key_from_the_person(
         seen_keys: list[str | None] = []
         page.on(
             "request",
-            lambda request: seen_keys.append(request.headers.get("x-api-key"))
-            if urlparse(request.url).path == "/api/galleries"
-            else None,
+            lambda request: (
+                seen_keys.append(request.headers.get("x-api-key"))
+                if urlparse(request.url).path == "/api/galleries"
+                else None
+            ),
         )
         page.goto(keyed.base_url + "/#gallery")
         dialog = page.get_by_role("dialog")
@@ -325,7 +348,8 @@ def test_a_server_with_api_keys_gets_the_key_from_the_person(
         page.get_by_label("API key", exact=True).fill(key)
         page.get_by_role("button", name="Use this key").click()
         expect(page.get_by_test_id("gallery-select")).to_contain_text("no gallery yet")
-        assert seen_keys[0] is None and seen_keys[-1] == key
+        assert seen_keys[0] is None
+        assert seen_keys[-1] == key
         with httpx.Client(base_url=keyed.base_url) as client:
             assert client.get("/api/galleries").status_code == 401, "the key is needed"
         page.close()

@@ -9,6 +9,7 @@ import { channelPeaks, drawChannel } from "./waveform.js";
 const sources = []; // files and pasted voiceprints, in the order they were given
 let matrix = null; // {labels, values, location} of the last comparison shown
 let generation = 0; // which set of voiceprints the comparison in flight is for
+let compared = ""; // the voiceprints of the matrix shown or being made, joined
 
 export function initCompare() {
   dropZone(document.getElementById("compare-drop"), document.getElementById("audio-input"), addFiles);
@@ -193,11 +194,14 @@ async function compareAll() {
     if (entries.length >= 2) status.textContent = "Waiting for the other recordings…";
     return;
   }
+  const voiceprints = entries.map((entry) => entry.channel.voiceprint);
+  // A file that gave no voiceprint leaves the matrix as it is.
+  if (voiceprints.join(",") === compared) return;
+  compared = voiceprints.join(",");
   generation += 1;
   const mine = generation;
   area.hidden = false;
   status.textContent = `Scoring ${entries.length} × ${entries.length} voiceprints…`;
-  const voiceprints = entries.map((entry) => entry.channel.voiceprint);
   const update = track("comparison", `${entries.length} × ${entries.length} voiceprints`);
   try {
     const body = await runTask(
@@ -207,6 +211,7 @@ async function compareAll() {
     );
     if (mine !== generation) return;
     if (body.task.state !== "done") {
+      compared = "";
       const message = taskError(body);
       update(body.task.state, { message });
       status.textContent = message;
@@ -217,6 +222,7 @@ async function compareAll() {
     drawMatrix();
   } catch (error) {
     if (mine !== generation) return;
+    compared = "";
     const message = nameVoiceprint(error, entries);
     update("failed", { message });
     status.textContent = message;

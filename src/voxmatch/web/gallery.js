@@ -155,9 +155,13 @@ function resultRow(match, rank, gallery) {
     "tr",
     { dataset: { testid: "search-result", speakerId: match.speaker_id, llr: String(match.score) } },
     el("td", {}, String(rank + 1)),
-    el("th", { scope: "row", class: "speaker" }, match.speaker_id),
+    el(
+      "th",
+      { scope: "row", class: "speaker" },
+      el("span", { class: "speaker-id" }, match.speaker_id),
+      el("span", { class: "verbal-line" }, verbal(match.score)),
+    ),
     el("td", { class: "num" }, formatLlr(match.score)),
-    el("td", {}, verbal(match.score)),
     el("td", { class: "num" }, percent(match.probability)),
     el(
       "td",
@@ -167,7 +171,7 @@ function resultRow(match, rank, gallery) {
         class: "secondary small",
         "aria-label": `Add this recording to speaker ${match.speaker_id}`,
         onclick: () => enrol(gallery, match.speaker_id, false),
-      }, "Add to this speaker"),
+      }, "Add recording"),
     ),
   );
 }
