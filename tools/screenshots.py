@@ -114,9 +114,8 @@ def gallery(page: Page, base_url: str, recordings: list[Path], enrol: bool) -> N
 
 def search_with(page: Page, path: Path) -> None:
     page.get_by_test_id("gallery-audio-input").set_input_files(str(path))
-    expect(page.locator('[data-testid="probe-row"][data-state="done"]')).to_have_count(
-        1, timeout=TIMEOUT_MS
-    )
+    done = page.locator('[data-testid="probe-row"][data-state="done"]')
+    expect(done.filter(has_text=path.name)).to_have_count(1, timeout=TIMEOUT_MS)
 
 
 def shoot(browser: Browser, base_url: str, recordings: list[Path], out: Path) -> None:

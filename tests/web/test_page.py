@@ -262,7 +262,7 @@ def test_a_file_that_is_not_audio_shows_the_spe4_message_and_the_task_view_has_i
     expect(row).to_have_count(1, timeout=TASK_TIMEOUT_MS)
     expect(row).to_contain_text("The media file cannot be used")
     page.get_by_role("link", name="Tasks").click()
-    task = page.locator("#task-table tbody tr").filter(has_text="notes.wav")
+    task = page.locator("#task-list li").filter(has_text="notes.wav")
     expect(task).to_contain_text("rejected")
     expect(task).to_contain_text("The media file cannot be used")
     expect(page.locator("#server-status")).to_contain_text("waiting")
@@ -281,9 +281,8 @@ def test_a_searched_recording_finds_its_enrolled_speaker_first(
     alice_1, alice_2, bob = recordings
     for path, speaker in ((alice_1, "alice"), (bob, "bob")):
         page.get_by_test_id("gallery-audio-input").set_input_files(str(path))
-        expect(page.locator('[data-testid="probe-row"][data-state="done"]')).to_have_count(
-            1, timeout=TASK_TIMEOUT_MS
-        )
+        done = page.locator('[data-testid="probe-row"][data-state="done"]')
+        expect(done.filter(has_text=path.name)).to_have_count(1, timeout=TASK_TIMEOUT_MS)
         page.get_by_label("Enrol this recording as a new speaker").fill(speaker)
         page.get_by_role("button", name="Enrol", exact=True).click()
         expect(page.locator("#enrol-status")).to_contain_text(f"as {speaker}")

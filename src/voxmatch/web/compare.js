@@ -6,6 +6,7 @@ import { VERBAL_SCALE, colour, formatLlr, meaning, verbal } from "./scale.js";
 import { track } from "./tasks.js";
 import { channelPeaks, drawChannel } from "./waveform.js";
 
+const FINISHED = new Set(["done", "rejected", "failed"]);
 const sources = []; // files and pasted voiceprints, in the order they were given
 let matrix = null; // {labels, values, location} of the last comparison shown
 let generation = 0; // which set of voiceprints the comparison in flight is for
@@ -34,18 +35,20 @@ function addFiles(files) {
     });
     render();
     extract(file, (state, id) => {
-      source.state = state;
       update(state, { id });
+      // The final state is shown with the channels, below: a source is never done without them.
+      if (FINISHED.has(state)) return;
+      source.state = state;
       render();
     })
       .then(async (body) => {
+        await source.peaksReady;
         if (body.task.state === "done") {
           source.channels = body.result.channels;
         } else {
           source.error = taskError(body);
           update(body.task.state, { message: source.error });
         }
-        await source.peaksReady;
         source.state = body.task.state;
         render();
         compareAll();

@@ -134,6 +134,7 @@ async function search() {
     return;
   }
   const prior = Number(document.getElementById("prior").value);
+  const searched = probe;
   status.textContent = "Searching…";
   try {
     const answer = await sendJson("POST", `${galleryPath(gallery)}/search`, {
@@ -141,12 +142,13 @@ async function search() {
       top_k: TOP_K,
       prior_in_gallery: prior,
     });
-    if (select().value !== gallery) return;
+    // A newer recording or another gallery was chosen meanwhile: this answer is not wanted.
+    if (select().value !== gallery || probe !== searched) return;
     const matches = answer.results[0].matches;
     status.textContent = matches.length ? "" : "The gallery has no speaker yet: enrol this recording below.";
     body.replaceChildren(...matches.map((match, rank) => resultRow(match, rank, gallery)));
   } catch (error) {
-    status.textContent = error.message;
+    if (probe === searched) status.textContent = error.message;
   }
 }
 

@@ -34,23 +34,25 @@ export function activeCount() {
 }
 
 function render() {
-  const body = document.querySelector("#task-table tbody");
-  body.replaceChildren(
+  const list = document.getElementById("task-list");
+  list.replaceChildren(
     ...tasks.map((task) =>
       el(
-        "tr",
-        { class: `state-${task.state}` },
-        el("td", {}, task.started.toLocaleTimeString()),
-        el("td", {}, KIND_WORDS[task.kind] || task.kind),
-        el("td", { class: "what", title: task.id || "" }, task.what),
-        el("td", {}, el("span", { class: `pill ${task.state}` }, task.state)),
-        el("td", { class: "message" }, task.message),
+        "li",
+        { class: `task ${task.state}`, title: task.id || "" },
+        el("span", { class: `pill ${task.state}` }, task.state),
+        el(
+          "span",
+          { class: "task-what" },
+          el("strong", {}, task.what),
+          el("span", { class: "hint" }, ` ${KIND_WORDS[task.kind] || task.kind}`),
+        ),
+        el("time", { class: "hint", datetime: task.started.toISOString() }, task.started.toLocaleTimeString()),
+        task.message ? el("p", { class: "error task-message" }, task.message) : null,
       ),
     ),
   );
-  if (!tasks.length) {
-    body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No task yet.")));
-  }
+  if (!tasks.length) list.append(el("li", { class: "task empty" }, "No task yet."));
   const badge = document.getElementById("tasks-badge");
   const active = activeCount();
   badge.hidden = active === 0;
