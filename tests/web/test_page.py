@@ -225,6 +225,11 @@ def test_a_server_without_the_waveform_library_still_serves_a_working_page(
         },
     )
     try:
+        with httpx.Client(base_url=offline.base_url) as client:
+            missing = client.get("/web/vendor/wavesurfer.esm.js")
+            assert missing.status_code == 503
+            assert missing.json()["type"] == "asset.unavailable"
+            assert str(cache) not in missing.text, "no folder of the server in the message"
         watched = open_page(browser, offline)
         page = watched.page
         expect(page.locator("#library-notice")).to_contain_text("wavesurfer.js")
@@ -354,3 +359,23 @@ def test_a_server_with_api_keys_gets_the_key_from_the_person(
         page.close()
     finally:
         keyed.stop()
+
+
+def test_the_page_may_reach_this_server_only_and_its_files_are_open(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.base_url) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy
+        assert "connect-src 'self'" in policy
+        script = client.get("/web/app.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        library = client.get("/web/vendor/wavesurfer.esm.js")
+        assert library.status_code == 200
+        assert "javascript" in library.headers["content-type"]
+        unknown = client.get("/web/vendor/jquery.js")
+        assert unknown.status_code == 404
+        assert unknown.json()["type"] == "resource.not-found"
+        assert client.get("/web/nothing-here.js").status_code == 404
