@@ -102,8 +102,8 @@ def gallery(page: Page, base_url: str, recordings: list[Path], enrol: bool) -> N
         page.get_by_role("button", name="Create").click()
         for path, speaker in ((recordings[0], "alice.m"), (recordings[2], "bob.k")):
             search_with(page, path)
-            page.get_by_label("Enrol this recording as a new speaker").fill(speaker)
-            page.get_by_role("button", name="Enrol", exact=True).click()
+            page.get_by_label("Enrol this recording under the speaker id").fill(speaker)
+            page.get_by_role("button", name="Enrol as a new speaker").click()
             expect(page.locator("#enrol-status")).to_contain_text(f"as {speaker}")
     else:
         expect(page.get_by_test_id("gallery-select")).to_have_value("fraud-watchlist")

@@ -288,8 +288,8 @@ def test_a_searched_recording_finds_its_enrolled_speaker_first(
         page.get_by_test_id("gallery-audio-input").set_input_files(str(path))
         done = page.locator('[data-testid="probe-row"][data-state="done"]')
         expect(done.filter(has_text=path.name)).to_have_count(1, timeout=TASK_TIMEOUT_MS)
-        page.get_by_label("Enrol this recording as a new speaker").fill(speaker)
-        page.get_by_role("button", name="Enrol", exact=True).click()
+        page.get_by_label("Enrol this recording under the speaker id").fill(speaker)
+        page.get_by_role("button", name="Enrol as a new speaker").click()
         expect(page.locator("#enrol-status")).to_contain_text(f"as {speaker}")
     page.get_by_test_id("gallery-audio-input").set_input_files(str(alice_2))
     results = page.get_by_test_id("search-result")
@@ -302,6 +302,14 @@ def test_a_searched_recording_finds_its_enrolled_speaker_first(
     search = server.client().get("/api/galleries/watchlist").json()
     assert search["speakers_count"] == 2
     assert shown["alice"] > 0 > shown["bob"]
+    # A new speaker must be new: an id in use is not replaced.
+    page.get_by_label("Enrol this recording under the speaker id").fill("bob")
+    page.get_by_role("button", name="Enrol as a new speaker").click()
+    expect(page.locator("#enrol-status")).to_contain_text("already has a speaker bob")
+    assert (
+        server.client().get("/api/galleries/watchlist/speakers/bob").json()["voiceprints_count"]
+        == 1
+    )
     # Another recording of alice, added to her from the result row.
     page.get_by_role("button", name="Add this recording to speaker alice").click()
     expect(page.locator("#enrol-status")).to_contain_text("2 recordings")

@@ -1,6 +1,6 @@
 // Search a gallery with a recording, and enrol it (as a new speaker or into an existing one).
 
-import { extract, getJson, sendJson, taskError } from "./api.js";
+import { extract, getJson, request, sendJson, taskError } from "./api.js";
 import { CONDITION_WORDS, dropZone, el, seconds } from "./dom.js";
 import { formatLlr, verbal } from "./scale.js";
 import { track } from "./tasks.js";
@@ -17,7 +17,7 @@ export function initGallery() {
     search();
   });
   document.getElementById("gallery-create").addEventListener("submit", createGallery);
-  document.getElementById("enrol-form").addEventListener("submit", enrolNew);
+  document.getElementById("enrol-form").addEventListener("submit", enrolById);
   document.getElementById("prior").addEventListener("change", search);
   dropZone(document.getElementById("gallery-drop"), document.getElementById("gallery-audio-input"), (files) => searchWith(files[0]));
 }
@@ -184,28 +184,50 @@ function percent(probability) {
   return `${(probability * 100).toFixed(1)} %`;
 }
 
-async function enrolNew(event) {
+async function enrolById(event) {
   event.preventDefault();
   const input = document.getElementById("speaker-id");
-  await enrol(select().value, input.value.trim(), true);
-  input.value = "";
+  const asNew = !event.submitter || event.submitter.value !== "add";
+  if (await enrol(select().value, input.value.trim(), asNew)) input.value = "";
 }
 
 async function enrol(gallery, speakerId, asNew) {
   const status = document.getElementById("enrol-status");
   if (!probe || !probe.channel || !gallery) {
     status.textContent = gallery ? "The recording has no voiceprint yet." : "Create or pick a gallery first.";
-    return;
+    return false;
   }
   const path = `${galleryPath(gallery)}/speakers/${encodeURIComponent(speakerId)}`;
   try {
-    const speaker = asNew
-      ? await sendJson("PUT", path, { voiceprints: [probe.channel.voiceprint] })
-      : await sendJson("POST", `${path}/voiceprints`, { voiceprints: [probe.channel.voiceprint] });
-    status.textContent = `${probe.name} is enrolled in ${gallery} as ${speaker.speaker_id} (${speaker.voiceprints_count} recording${speaker.voiceprints_count === 1 ? "" : "s"}, ${seconds(speaker.speech_length)} of speech).`;
+    // A PUT would replace a speaker of that id: a new speaker must be new.
+    if (asNew && (await speakerExists(gallery, speakerId))) {
+      status.textContent = `${gallery} already has a speaker ${speakerId}: add the recording to it, or choose another id.`;
+      return false;
+    }
+    const json = { voiceprints: [probe.channel.voiceprint] };
+    const answer = asNew
+      ? await request(path, { method: "PUT", json })
+      : await request(`${path}/voiceprints`, { method: "POST", json });
+    const speaker = await answer.json();
+    const replaced = asNew && answer.status === 200 ? " It replaced the speaker of that id." : "";
+    status.textContent = `${probe.name} is enrolled in ${gallery} as ${speaker.speaker_id} (${speaker.voiceprints_count} recording${speaker.voiceprints_count === 1 ? "" : "s"}, ${seconds(speaker.speech_length)} of speech).${replaced}`;
     await loadGalleries();
     search();
+    return true;
   } catch (error) {
     status.textContent = error.message;
+    return false;
   }
+}
+
+const LISTED_SPEAKERS = 1000;
+
+/** Whether the gallery has a speaker of that id, when it is small enough to list in one request
+ * (asking for the speaker itself would log a 404 in the console when it does not exist);
+ * null when it is larger: the PUT's answer says then whether a speaker was replaced. */
+async function speakerExists(gallery, speakerId) {
+  const info = await getJson(galleryPath(gallery));
+  if (info.speakers_count > LISTED_SPEAKERS) return null;
+  const listed = await getJson(`${galleryPath(gallery)}/speakers?offset=0&limit=${LISTED_SPEAKERS}`);
+  return listed.speakers.some((speaker) => speaker.speaker_id === speakerId);
 }
