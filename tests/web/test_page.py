@@ -173,7 +173,36 @@ def test_three_recordings_give_the_matrix_of_the_rest_api(
     expect(first).to_contain_text("s of speech")
     expect(first).to_contain_text("wideband")
 
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button")]
+            .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+                && !e.textContent.trim())
+            .map((e) => e.id || e.outerHTML.slice(0, 80))"""
+    )
+    assert unlabelled == [], "every control has a name a screen reader can say"
     assert watched.foreign_requests(server) == []
+    assert watched.console == []
+
+
+def test_a_stereo_file_gives_a_row_and_a_matrix_index_per_channel(
+    browser: Browser, server: RunningServer, recordings: list[Path], tmp_path: Path
+) -> None:
+    left, right = sf.read(recordings[0], dtype="float32")[0], sf.read(recordings[2])[0]
+    length = min(len(left), len(right))
+    stereo = tmp_path / "interview.wav"
+    sf.write(stereo, np.stack([left[:length], right[:length]], axis=1), 16000)
+    watched = open_page(browser, server)
+    page = watched.page
+    page.get_by_test_id("audio-input").set_input_files([str(stereo), str(recordings[1])])
+    expect(page.get_by_test_id("score-cell")).to_have_count(9, timeout=TASK_TIMEOUT_MS)
+    rows = page.get_by_test_id("file-row")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("interview.wav · channel 0")
+    expect(rows.nth(1)).to_contain_text("interview.wav · channel 1")
+    expect(rows.nth(2)).to_contain_text("alice-2.wav")
+    shown = shown_matrix(page, 3)
+    # Channel 0 is alice, channel 1 bob, then another recording of alice.
+    assert shown[0, 2] > 0 > shown[1, 2]
     assert watched.console == []
 
 

@@ -23,7 +23,8 @@ export function describeError(body, status) {
   }
   const detail = Array.isArray(body.detail) && body.detail.length ? body.detail[0] : null;
   if (detail && detail.message && !body.message.includes(detail.message)) {
-    return `${body.message} ${capitalise(detail.message)}.`.replace(/\.\.$/, ".");
+    const sentence = capitalise(detail.message);
+    return `${body.message} ${/[.!?]$/.test(sentence) ? sentence : `${sentence}.`}`;
   }
   return body.message;
 }
