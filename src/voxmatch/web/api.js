@@ -128,9 +128,26 @@ export function taskError(body) {
   return body.error ? describeError(body.error) : `The task ended ${body.task.state}.`;
 }
 
-/** Extract the voiceprints of one file: resolves to the task body, result included. */
-export function extract(file, onState) {
-  const form = new FormData();
-  form.append("file", file, file.name);
-  return runTask(EXTRACTION, { body: form }, onState);
+const PARALLEL_EXTRACTIONS = 4;
+let extracting = 0;
+const waitingFiles = [];
+
+/** Extract the voiceprints of one file: resolves to the task body, result included. At most
+ * PARALLEL_EXTRACTIONS run at once: a person dropping a hundred files should not fill the
+ * server's queue (its other clients would be refused) nor be refused themselves. */
+export async function extract(file, onState) {
+  if (extracting >= PARALLEL_EXTRACTIONS) {
+    await new Promise((resolve) => waitingFiles.push(resolve));
+  }
+  extracting += 1;
+  try {
+    onState("uploading", null, null);
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return await runTask(EXTRACTION, { body: form }, onState);
+  } finally {
+    extracting -= 1;
+    const next = waitingFiles.shift();
+    if (next) next();
+  }
 }

@@ -27,9 +27,9 @@ export function initCompare() {
 
 function addFiles(files) {
   for (const file of files) {
-    const source = { kind: "file", file, state: "uploading", channels: [], error: null, peaks: null };
+    const source = { kind: "file", file, state: "queued", channels: [], error: null, peaks: null };
     sources.push(source);
-    const update = track("extraction", file.name);
+    const update = track("extraction", file.name, "queued");
     source.peaksReady = channelPeaks(file).then((peaks) => {
       source.peaks = peaks;
     });
@@ -125,6 +125,7 @@ function render() {
 function pendingRow(source) {
   const name = source.kind === "file" ? source.file.name : source.name;
   const words = {
+    queued: "waiting for the files before it to be sent…",
     uploading: "uploading…",
     pending: "waiting in the queue…",
     running: "extracting the voiceprint…",
@@ -158,7 +159,10 @@ function channelRow(source, channel, position, index) {
   const vpName = `${name.replace(/\.[^.]+$/, "")}${source.channels.length > 1 ? `-ch${channel.channel_number}` : ""}.vp`;
   const row = el(
     "li",
-    { class: "file-row done", dataset: { testid: "file-row", state: "done", index: String(index) } },
+    {
+      class: "file-row done",
+      dataset: { testid: source.kind === "file" ? "file-row" : "voiceprint-row", state: "done", index: String(index) },
+    },
     el(
       "div",
       { class: "file-head" },
@@ -190,7 +194,7 @@ function channelRow(source, channel, position, index) {
 
 async function compareAll() {
   const entries = voiceprintEntries();
-  const busy = sources.some((source) => ["uploading", "pending", "running"].includes(source.state));
+  const busy = sources.some((source) => ["queued", "uploading", "pending", "running"].includes(source.state));
   const area = document.getElementById("matrix-area");
   const status = document.getElementById("matrix-status");
   if (busy || entries.length < 2) {

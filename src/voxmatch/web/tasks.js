@@ -8,8 +8,8 @@ const KIND_WORDS = { extraction: "voiceprint extraction", comparison: "compariso
 const listeners = new Set();
 
 /** Record a task of this page; returns a function to update its state (and error message). */
-export function track(kind, what) {
-  const entry = { kind, what, state: "uploading", message: "", started: new Date(), id: null };
+export function track(kind, what, state = "uploading") {
+  const entry = { kind, what, state, message: "", started: new Date(), id: null };
   tasks.unshift(entry);
   changed();
   return (state, { id, message } = {}) => {
@@ -30,7 +30,7 @@ function changed() {
 }
 
 export function activeCount() {
-  return tasks.filter((task) => ["uploading", "pending", "running"].includes(task.state)).length;
+  return tasks.filter((task) => ["queued", "uploading", "pending", "running"].includes(task.state)).length;
 }
 
 function render() {
