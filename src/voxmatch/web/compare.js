@@ -114,10 +114,15 @@ function render() {
       rows.push(pendingRow(source));
       continue;
     }
-    source.channels.forEach((channel, position) => {
-      rows.push(channelRow(source, channel, position, index));
+    // A row is made once and kept (its waveform drawn once); only its number follows the rows
+    // before it, which may finish later.
+    source.rows = source.rows || source.channels.map((channel, position) => channelRow(source, channel, position));
+    for (const row of source.rows) {
+      row.dataset.index = String(index);
+      row.querySelector(".index").textContent = String(index + 1);
+      rows.push(row);
       index += 1;
-    });
+    }
   }
   list.replaceChildren(...rows);
 }
@@ -146,7 +151,7 @@ function pendingRow(source) {
   );
 }
 
-function channelRow(source, channel, position, index) {
+function channelRow(source, channel, position) {
   const name = source.kind === "file" ? source.file.name : source.name;
   const label = source.channels.length > 1 ? `${name} · channel ${channel.channel_number}` : name;
   const facts = [];
@@ -161,12 +166,12 @@ function channelRow(source, channel, position, index) {
     "li",
     {
       class: "file-row done",
-      dataset: { testid: source.kind === "file" ? "file-row" : "voiceprint-row", state: "done", index: String(index) },
+      dataset: { testid: source.kind === "file" ? "file-row" : "voiceprint-row", state: "done" },
     },
     el(
       "div",
       { class: "file-head" },
-      el("span", { class: "index", "aria-hidden": "true" }, String(index + 1)),
+      el("span", { class: "index", "aria-hidden": "true" }),
       el("span", { class: "file-name" }, label),
       el("span", { class: "pill done" }, "done"),
     ),

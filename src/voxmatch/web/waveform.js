@@ -10,9 +10,15 @@ const SPEECH_COLOUR = "rgba(230, 126, 34, 0.32)";
 const WAVE_COLOUR = "#5b7186";
 
 let library = null;
+let loading = null;
 
 /** Load wavesurfer.js if the server has it; resolves to a message for the page when not. */
-export async function loadLibrary() {
+export function loadLibrary() {
+  loading = loading || importLibrary();
+  return loading;
+}
+
+async function importLibrary() {
   try {
     const status = await (await fetch("/web/vendor.json")).json();
     if (!status.wavesurfer.available) return status.wavesurfer.message;
@@ -59,8 +65,10 @@ function peaksOf(samples) {
   return peaks;
 }
 
-/** Draw one channel into `container`: its waveform when known, the speech segments over it. */
-export function drawChannel(container, channel, segments) {
+/** Draw one channel into `container`: its waveform when known, the speech segments over it
+ * (once the library is loaded or known to be missing). */
+export async function drawChannel(container, channel, segments) {
+  await loadLibrary();
   const duration = channel ? channel.duration : Math.max(1, ...segments.map((s) => s[1]));
   if (library && channel) {
     const view = library.WaveSurfer.create({
