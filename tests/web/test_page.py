@@ -229,6 +229,9 @@ def test_the_matrix_and_voiceprints_download_as_the_api_gives_them(
         page.get_by_role("button", name="Download the voiceprint of alice-1.wav").click()
     assert vp.value.suggested_filename == "alice-1.vp"
     assert Path(vp.value.path()).read_text() == comparison_voiceprints(watched)[0] + "\n"
+    page.get_by_role("button", name="Clear all").click()
+    expect(page.get_by_test_id("file-row")).to_have_count(0)
+    expect(page.get_by_test_id("score-matrix")).to_be_hidden()
     assert watched.console == []
 
 

@@ -8,7 +8,7 @@ import { channelPeaks, drawChannel } from "./waveform.js";
 
 const FINISHED = new Set(["done", "rejected", "failed"]);
 const sources = []; // files and pasted voiceprints, in the order they were given
-let matrix = null; // {labels, values, location} of the last comparison shown
+let matrix = null; // {labels, scores, location} of the last comparison shown
 let generation = 0; // which set of voiceprints the comparison in flight is for
 let compared = ""; // the voiceprints of the matrix shown or being made, joined
 
@@ -22,6 +22,7 @@ export function initCompare() {
   });
   document.getElementById("download-csv").addEventListener("click", downloadCsv);
   document.getElementById("download-npy").addEventListener("click", downloadNpy);
+  document.getElementById("clear-all").addEventListener("click", clearAll);
   fillVerbalScale();
 }
 
@@ -61,6 +62,17 @@ function addFiles(files) {
         compareAll();
       });
   }
+}
+
+/** Start again with nothing: tasks still running finish on the server, unseen. */
+function clearAll() {
+  sources.length = 0;
+  matrix = null;
+  compared = "";
+  generation += 1;
+  document.getElementById("matrix-area").hidden = true;
+  document.getElementById("matrix-status").textContent = "";
+  render();
 }
 
 function addPasted() {
@@ -106,7 +118,7 @@ function voiceprintEntries() {
 
 function render() {
   const list = document.getElementById("file-list");
-  document.getElementById("files-title").hidden = sources.length === 0;
+  document.getElementById("files-head").hidden = sources.length === 0;
   const rows = [];
   let index = 0;
   for (const source of sources) {

@@ -33,9 +33,18 @@ async function importLibrary() {
   }
 }
 
+let decoding = Promise.resolve();
+
 /** Per channel: {peaks: Float32Array, duration} of the file, or null when the browser cannot
- * decode it (or it is too large to decode here). */
-export async function channelPeaks(file) {
+ * decode it (or it is too large to decode here). Files are decoded one at a time: a decoded
+ * file is all of its samples, and a hundred of them at once would not fit. */
+export function channelPeaks(file) {
+  const peaks = decoding.then(() => decodedPeaks(file));
+  decoding = peaks;
+  return peaks;
+}
+
+async function decodedPeaks(file) {
   if (file.size > LARGEST_DECODED_BYTES) return null;
   try {
     const context = new OfflineAudioContext(1, 1, 16000);
