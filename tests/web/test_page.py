@@ -17,10 +17,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, expect
 
 from _helpers import (
     COMPARISON,
+    EXTRACTION,
     SCORE_TOLERANCE,
     RunningServer,
     model_env,
@@ -203,6 +204,43 @@ def test_a_stereo_file_gives_a_row_and_a_matrix_index_per_channel(
     shown = shown_matrix(page, 3)
     # Channel 0 is alice, channel 1 bob, then another recording of alice.
     assert shown[0, 2] > 0 > shown[1, 2]
+    assert watched.console == []
+
+
+def test_many_files_are_sent_four_at_a_time(
+    browser: Browser, server: RunningServer, recordings: list[Path], tmp_path: Path
+) -> None:
+    """The page sends the next file only once an earlier extraction has finished, so that one
+    person dropping many files does not fill the server's queue. Counted from the browser's own
+    order of events: a file's POST is sent after the answer that finished the one before it."""
+    files = []
+    for copy in range(2):
+        for path in recordings:
+            files.append(tmp_path / f"{copy}-{path.name}")
+            files[-1].write_bytes(path.read_bytes())
+    watched = open_page(browser, server)
+    page = watched.page
+    # Sent POSTs and received answers, in the order the browser saw them.
+    events: list[Request | Response] = []
+    page.on("request", lambda request: events.append(request))
+    page.on("response", lambda response: events.append(response))
+    page.get_by_test_id("audio-input").set_input_files([str(path) for path in files])
+    expect(page.get_by_test_id("score-cell")).to_have_count(36, timeout=TASK_TIMEOUT_MS)
+    outstanding, most = 0, 0
+    for event in events:
+        route = urlparse(event.url).path
+        if isinstance(event, Request) and event.method == "POST" and route == EXTRACTION:
+            outstanding += 1
+            most = max(most, outstanding)
+        elif (
+            isinstance(event, Response)
+            and event.request.method == "GET"
+            and route.startswith(f"{EXTRACTION}/")
+            and event.json()["task"]["state"] in ("done", "rejected", "failed")
+        ):
+            outstanding -= 1
+    assert outstanding == 0
+    assert 1 <= most <= 4, most
     assert watched.console == []
 
 
