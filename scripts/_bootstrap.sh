@@ -33,6 +33,19 @@ ensure_venv_module() {
     fi
 }
 
+ensure_chromium() {
+    # The browser tests drive Debian's chromium (Playwright's own browser download needs a host
+    # the machines cannot reach).
+    [ -x /usr/bin/chromium ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (for the browser tests of the web page)" >&2
+        apt-get install -y -q chromium >&2 || { apt-get update -q >&2 && apt-get install -y -q chromium >&2; } ||
+            echo "could not install chromium: the browser tests (tests/web) will fail" >&2
+    else
+        echo "the browser tests need chromium: sudo apt-get install chromium" >&2
+    fi
+}
+
 bootstrap() {
     local lock="$repo_root/requirements/$1.lock"
     local stamp="$venv/.voxmatch-$1.sha256"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from numpy.typing import NDArray
 from _audio_fixtures import SAMPLE_RATE
 from _helpers import speech_clip
 from tools import corpora, telephone
-from voxmatch.audio import decode
+from voxmatch.audio import TimeRange, decode
 from voxmatch.cohort import Cohort, cohort_statistics
-from voxmatch.extraction import Extractor, load_extractor
+from voxmatch.extraction import Extractor, bounded_segments, load_extractor
 from voxmatch.models import DEFAULT_MODEL_NAME
 from voxmatch.stopping import Stopped
 from voxmatch.voiceprint import NARROWBAND, WIDEBAND, Voiceprint
@@ -233,3 +234,42 @@ def test_a_configured_cohort_fills_the_score_normalisation_statistics() -> None:
     np.testing.assert_array_equal(voiceprint.embedding, without.embedding)
     with pytest.raises(ValueError, match="192"):
         Extractor(plain.model, plain.vad, cohort=Cohort.of(np.eye(8), top_n=2))
+
+
+def test_speech_segments_are_where_the_speech_is_in_the_file(tmp_path: Path) -> None:
+    """The segments reported are those of the detector, in seconds of the file: a part picked
+    with `start` gives the same segments as the whole file over that part, shifted by it."""
+    signal = meeting("dev00")
+    path = tmp_path / "meeting.flac"
+    sf.write(path, signal, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    (whole,) = extractor().extract_source(path)
+    segments = whole.extraction.speech_segments
+    assert len(segments) > 1
+    total = sum(end - start for start, end in segments)
+    assert total == pytest.approx(whole.extraction.speech_length, abs=0.001 * len(segments))
+    expected = [
+        (start / SAMPLE_RATE, end / SAMPLE_RATE)
+        for start, end in extractor().vad.speech_segments(signal)
+    ]
+    np.testing.assert_allclose(segments, expected, atol=0.0005 + 1e-9)
+    # From 10 s on, the detector starts afresh on the rest: its segments, in the file's time.
+    (later,) = extractor().extract_source(path, time_range=TimeRange(10.0, None))
+    rest = [
+        (10.0 + start / SAMPLE_RATE, 10.0 + end / SAMPLE_RATE)
+        for start, end in extractor().vad.speech_segments(signal[10 * SAMPLE_RATE :])
+    ]
+    np.testing.assert_allclose(later.extraction.speech_segments, rest, atol=0.0005 + 1e-9)
+    assert all(start >= 10.0 for start, _ in later.extraction.speech_segments)
+
+
+def test_a_long_list_of_segments_is_joined_two_by_two_until_it_is_short_enough() -> None:
+    starts = np.arange(2500, dtype=np.float64) * 2.0
+    segments = np.column_stack((starts, starts + 1.0))
+    bounded = bounded_segments(segments, 1000)
+    assert len(bounded) == 625  # 2500 -> 1250 -> 625
+    assert bounded[0] == (0.0, 7.0)  # four segments and the three gaps between them
+    assert bounded[-1] == (4992.0, 4999.0)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(bounded))
+    odd = bounded_segments(segments[:5], 4)
+    assert odd == ((0.0, 3.0), (4.0, 7.0), (8.0, 9.0)), "the last one is kept as it is"
+    assert bounded_segments(segments[:3], 1000) == ((0.0, 1.0), (2.0, 3.0), (4.0, 5.0))

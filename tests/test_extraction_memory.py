@@ -73,6 +73,11 @@ def test_a_two_hour_recording_is_extracted_in_bounded_memory(
     assert peak < PEAK_LIMIT, f"the server peaked at {peak / MIB:.0f} MiB"
     assert after < IDLE_LIMIT, f"the server holds {after / MIB:.0f} MiB after the task"
     assert 0.5 * speech_written < channel["speech_length"] <= speech_written
+    # Where the speech is: bounded too, however long the recording, and still inside it.
+    segments = channel["speech_segments"]
+    assert 0 < len(segments) <= 1000
+    assert segments[0][0] >= 0
+    assert segments[-1][1] <= 120 * 60
     long_voiceprint = Voiceprint.from_base64(channel["voiceprint"])
     references = [
         Voiceprint.from_base64(same_speaker["voiceprint"]),

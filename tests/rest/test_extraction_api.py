@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ def test_result_has_the_spe4_shape(server: RunningServer) -> None:
     assert body["error"] is None
     (channel,) = body["result"]["channels"]
     spe4 = {"channel_number", "voiceprint", "speech_length", "model"}
-    assert set(channel) == spe4 | {"condition", "bandwidth_hz"}, "SPE4's, and two additions"
+    additions = {"condition", "bandwidth_hz", "speech_segments"}
+    assert set(channel) == spe4 | additions, "SPE4's, and voxmatch's additions"
     assert channel["channel_number"] == 0
     assert channel["model"] == "campplus-zh-en-16k-advanced"
     assert 3.0 < channel["speech_length"] <= 6.9
@@ -74,6 +76,13 @@ def test_result_has_the_spe4_shape(server: RunningServer) -> None:
     assert channel["condition"] == "wideband"
     assert channel["bandwidth_hz"] == round(voiceprint.bandwidth)
     assert channel["bandwidth_hz"] > 6000
+    segments = channel["speech_segments"]
+    assert segments, "the detected speech is located"
+    assert all(0 <= start < end for start, end in segments)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(segments)), "in order"
+    # The segments are the speech the voiceprint was made of: rounding to ms on each end.
+    total = sum(end - start for start, end in segments)
+    assert total == pytest.approx(voiceprint.speech_length, abs=0.001 * len(segments) + 1e-3)
 
 
 def test_telephone_audio_is_reported_narrowband_whatever_the_rate_of_the_file(

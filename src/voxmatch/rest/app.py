@@ -15,6 +15,7 @@ from voxmatch.rest.errors import install_error_handlers
 from voxmatch.rest.metrics import RequestMetricsMiddleware, metrics_router
 from voxmatch.rest.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from voxmatch.rest.tasks import TaskApi
+from voxmatch.rest.web import install_web
 from voxmatch.tasks import TaskRunner
 
 # Multipart framing around an uploaded file: boundaries, part headers and a small config field.
@@ -48,6 +49,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(metrics_router(metrics))
     install_docs(app)
+    install_web(app, settings)
 
     def limit_for_path(path: str) -> int:
         if path.endswith("voiceprint-extraction"):

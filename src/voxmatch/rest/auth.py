@@ -22,13 +22,14 @@ from voxmatch.rest.middleware import send_error
 UNAUTHORIZED_TYPE = "request.unauthorized"
 
 OPEN_PATHS = frozenset(
-    {"/api/system/info", "/openapi.json", "/docs", "/health/live", "/health/ready"}
+    {"/", "/api/system/info", "/openapi.json", "/docs", "/health/live", "/health/ready"}
 )
-"""Answered without a key: the version, the API's description (public anyway), and the probes
-that orchestrators call without credentials. Everything else needs a key."""
+"""Answered without a key: the web page, the version, the API's description (public anyway),
+and the probes that orchestrators call without credentials. Everything else needs a key."""
 
-OPEN_PATH_PREFIXES = ("/docs/",)
-"""The documentation page's own assets and OAuth redirect page."""
+OPEN_PATH_PREFIXES = ("/docs/", "/web/")
+"""The documentation page's own assets and OAuth redirect page, and the web page's files (it
+asks for a key when the API answers 401 and sends it with its API requests)."""
 
 requester_var: ContextVar[str | None] = ContextVar("voxmatch_api_key_owner", default=None)
 """The NAME of the key of the request being answered; None when keys are off."""

@@ -44,10 +44,18 @@ def condition_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def speech_segment_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """voxmatch's addition of where the detected speech is: `speech_segments`, [start, end]
+    seconds of the file; none for a result stored by a version that did not keep them."""
+    if "speech_segments" not in stored:
+        return {}
+    return {"speech_segments": stored["speech_segments"]}
+
+
 def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) -> dict[str, Any]:
     """SPE4's channels: speech length in milliseconds' precision, and when asked for, each
     channel's vector voiceprint as a list of floats (empty for a channel of no speech); with
-    voxmatch's `condition` and `bandwidth_hz` added."""
+    voxmatch's `condition`, `bandwidth_hz` and `speech_segments` added."""
     if "vectors" not in result:
         # Stored by a voxmatch before tasks kept neutral results: already SPE4's channels.
         return {"channels": result["channels"]}
@@ -60,6 +68,7 @@ def render_result(result: JsonObject, arrays: Mapping[str, npt.NDArray[Any]]) ->
             "speech_length": round(stored["speech_length"], 3),
             "model": stored["model"],
             **condition_fields(stored),
+            **speech_segment_fields(stored),
         }
         if vectors is not None:
             # Python floats, not float32: the digits SPE4 clients have always received.
@@ -140,7 +149,8 @@ def extraction_router(settings: Settings, tasks: TaskApi) -> APIRouter:
             " gives a voiceprint with speech_length 0, which scores 0 against anything. voxmatch"
             " adds to each channel's result its `condition` (`wideband`, or `narrowband` for"
             " telephone-band audio whatever the file's rate) and `bandwidth_hz`, the detected"
-            " upper edge of its content."
+            " upper edge of its content, and `speech_segments`, the [start, end] seconds of the"
+            " detected speech (at most 1000; closer segments joined beyond that)."
         ),
         openapi_extra={
             "requestBody": {

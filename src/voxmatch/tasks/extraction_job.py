@@ -23,7 +23,8 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
     include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds).
 
     Result {"channels": [{"channel_number", "voiceprint" (base64), "speech_length" (seconds,
-    as measured), "model", "condition" (code), "bandwidth" (Hz)}], "vectors": bool}; when
+    as measured), "model", "condition" (code), "bandwidth" (Hz), "speech_segments" ([start,
+    end] seconds)}], "vectors": bool}; when
     "vectors" is true, the array `vectors`
     holds the channels' vector voiceprints in order (a zero row for a channel of no speech).
     """
@@ -55,6 +56,7 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
                 "model": result.extraction.voiceprint.model,
                 "condition": result.extraction.voiceprint.condition,
                 "bandwidth": result.extraction.voiceprint.bandwidth,
+                "speech_segments": [list(pair) for pair in result.extraction.speech_segments],
             }
             for result in results
         ]
