@@ -71,12 +71,15 @@ class ExtractionOptions:
     def expected_voiceprints(self, base: Path, source: Path) -> list[Path] | None:
         """The voiceprint files a finished extraction of `source` left, named from `base`
         (OUT/sub/name without `.vp`), as `voiceprint_path` names them; None when `source`
-        cannot be opened. Only the number of channels is read from the file, and only when
-        the options do not say how many voiceprints there are."""
+        cannot be opened or nothing was written for it. The number of channels is read from
+        the file only when the options do not say how many voiceprints there are and one was
+        written."""
         if self.channel_mode == "mix":
             return [voiceprint_path(base, 0, 1)]
         numbers: Sequence[int] | None = self.channels
         if numbers is None:
+            if not any(voiceprint_path(base, 0, count).exists() for count in (1, 2)):
+                return None  # nothing written yet: no need to open the file
             try:
                 stream = stream_audio(source, time_range=self.time_range)
             except (AudioError, OSError, ValueError):
@@ -146,6 +149,12 @@ def listed_files(list_file: Path) -> list[Path]:
     return paths
 
 
+def portable(settings: Settings) -> Settings:
+    """The same settings as a plain `Settings`, which another process can unpickle (those of
+    `load_settings` are of a class made inside it, which pickle cannot name)."""
+    return Settings.model_construct(**dict(settings))
+
+
 class _Worker:
     """The extractor of one worker process, loaded by the pool's initializer."""
 
@@ -191,7 +200,7 @@ def extract_in_processes(
         max_workers=processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
-        initargs=(settings, os.getpid()),
+        initargs=(portable(settings), os.getpid()),
     )
     waiting = iter(paths)
     running: dict[concurrent.futures.Future[FileOutcome], Path] = {}

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from voxmatch.bulk_extraction import ExtractionOptions, FileOutcome
+from voxmatch.bulk_extraction import ExtractionOptions, FileOutcome, portable
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor
 from voxmatch.shared_extractor import ModelError, build_extractor
@@ -76,7 +76,7 @@ class ExtractionActors:
     """
 
     def __init__(self, settings: Settings, size: int | None = None, *, reserve_cpus: bool) -> None:
-        self._settings = settings
+        self._settings = portable(settings)
         self._size = size
         self._reserve_cpus = reserve_cpus
         self._lock = threading.Lock()
