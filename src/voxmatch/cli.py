@@ -294,10 +294,7 @@ def _sources(
             return
         seen.add(path.resolve())
         sources.append(path)
-        # A list's line may climb out of its folder (../x.wav): such a file is named after
-        # itself alone, so that no voiceprint is written outside --out.
-        inside = not relative.is_absolute() and ".." not in relative.parts
-        relative_names[path] = relative.as_posix() if inside else path.name
+        relative_names[path] = relative.as_posix()
         if of_collection:
             resumable.add(path)
 
@@ -314,8 +311,12 @@ def _sources(
             _fail(f"cannot read the list file {list_file}: {error.strerror}", code=2)
         except UnicodeDecodeError:
             _fail(f"{list_file} is not a list file of paths, one a line (UTF-8)", code=2)
+        folder = list_file.parent.resolve()
         for path in listed:
-            relative = PurePosixPath(*path.relative_to(list_file.parent).parts)
+            try:
+                relative = PurePosixPath(*path.resolve().relative_to(folder).parts)
+            except ValueError:  # outside the list's folder (../x.wav, /elsewhere/x.wav)
+                relative = PurePosixPath(path.name)
             add(path, relative, of_collection=True)
     return sources, relative_names, resumable
 
