@@ -424,6 +424,11 @@ def _extract_on_cluster(
         bars.fail(str(error))
     finally:
         pool.close()
+    if pool.lost_actors:
+        bars.warn(
+            f"lost {pool.lost_actors} cluster worker(s) with their nodes during the run;"
+            " their files were extracted by the others"
+        )
 
 
 def _write_voiceprints(

@@ -82,6 +82,8 @@ class ExtractionActors:
         self._lock = threading.Lock()
         self._actors: dict[Any, int] = {}
         """Each actor and how many files are queued at it."""
+        self.lost_actors = 0
+        """Actors lost so far (with their nodes), whose files went to the others."""
 
     def _fill(self) -> None:
         """Start actors up to the pool's size (called with the lock held)."""
@@ -107,6 +109,7 @@ class ExtractionActors:
             if actor not in self._actors:
                 return
             if lost:
+                self.lost_actors += 1
                 # Not replaced: its node is gone, and a new actor would wait for CPUs that the
                 # live actors hold. The pool starts afresh only once every actor is lost.
                 del self._actors[actor]
