@@ -162,7 +162,17 @@ class _Worker:
     problem: str | None = None
 
 
+def limit_blas_threads(settings: Settings) -> None:
+    """Hold NumPy's BLAS (the filterbank's products) to `blas_threads` in a worker: by default it
+    starts a thread per core in every process, and P processes would then spin P x cores
+    threads on the cores the networks need."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(settings.blas_threads, user_api="blas")
+
+
 def _start_worker(settings: Settings, parent: int) -> None:
+    limit_blas_threads(settings)
     try:
         _Worker.extractor = build_extractor(settings).get()
     # Fetching, converting, onnxruntime: their errors vary, and each means no model.

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from voxmatch.bulk_extraction import ExtractionOptions, FileOutcome, portable
+from voxmatch.bulk_extraction import ExtractionOptions, FileOutcome, limit_blas_threads, portable
 from voxmatch.config import Settings
 from voxmatch.extraction import Extractor
 from voxmatch.shared_extractor import ModelError, build_extractor
@@ -43,6 +43,7 @@ class ExtractionWorker:
     def __init__(self, settings: Settings) -> None:
         self._extractor: Extractor | None = None
         self._problem: str | None = None
+        limit_blas_threads(settings)
         try:
             self._extractor = build_extractor(settings).get()
         # Fetching, converting, onnxruntime: their errors vary, and each means no model.
