@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import soundfile
+from threadpoolctl import threadpool_limits
 
 from tools import corpora
 from voxmatch.extraction import load_extractor
@@ -43,6 +44,9 @@ LOOPBACK_RAY_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 """Every Ray process on 127.0.0.1 (see tests/_ray_cluster.py)."""
+
+SAMPLE_SECONDS = 0.2
+"""How often the CPU time of the Ray actors is read while a run goes on."""
 
 
 def write_corpus(folder: Path, copies: int) -> float:
@@ -59,39 +63,73 @@ def write_corpus(folder: Path, copies: int) -> float:
     return seconds
 
 
-def floor_seconds(folder: Path) -> float:
-    """Wall seconds of bare inference over the folder's files, one thread, after a warm-up."""
+def floor_seconds(folder: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of bare inference over the folder's files, one onnxruntime and one
+    BLAS thread, after a warm-up."""
+    threadpool_limits(1, user_api="blas")
     extractor = load_extractor(DEFAULT_MODEL_NAME, corpora.models_cache_dir(), threads=1)
     files = sorted(folder.glob("*.wav"))
     extractor.extract_source(files[0])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for path in files:
         extractor.extract_source(path)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
-def cli_seconds(args: list[str], env: dict[str, str]) -> float:
+def actor_cpu_seconds() -> dict[int, float]:
+    """CPU seconds so far of each extraction actor's process on this machine (/proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if (
+                not entry.name.isdigit()
+                or b"ExtractionWorker" not in (entry / "cmdline").read_bytes()
+            ):
+                continue
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cli_seconds(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds of `voxmatch extract ARGS`, and CPU seconds of it and its worker processes,
+    or of the Ray actors it used (sampled from /proc while it runs: the last few tenths of a
+    second of each actor are missed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(
+    actors: dict[int, float] = {}
+    with subprocess.Popen(
         [sys.executable, "-m", "voxmatch", "extract", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        check=False,
-    )
+    ) as run:
+        while run.poll() is None:
+            actors.update(actor_cpu_seconds())
+            time.sleep(SAMPLE_SECONDS)
+        errors = run.stderr.read() if run.stderr else ""
     elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"voxmatch extract {' '.join(args)} failed:\n{result.stderr}")
-    return elapsed
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if run.returncode != 0:
+        raise SystemExit(f"voxmatch extract {' '.join(args)} failed:\n{errors}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu + sum(actors.values())
 
 
-def report(label: str, audio: float, wall: float, cores: int, floor_per_core: float) -> float:
+def report(
+    label: str, audio: float, wall: float, cpu: float, cores: int, floor: tuple[float, float]
+) -> float:
+    """Print a run's figures; its ratio to the floor in throughput per core (wall based)."""
     per_core = audio / wall / cores
-    ratio = floor_per_core / per_core
+    ratio = audio / floor[0] / per_core
     print(
-        f"{label:<34} {wall:7.1f} s wall, {cores} core(s): {per_core:6.1f} h of audio per hour"
-        f" per core, {audio / wall:6.1f}x real time; ratio to the floor {ratio:.2f}"
+        f"{label:<30} {wall:6.1f} s wall on {cores} core(s): {per_core:5.1f} h of audio per hour"
+        f" per core ({audio / wall:5.1f}x real time), {ratio:.2f}x the floor;"
+        f" CPU {cpu:6.1f} s, {cpu / floor[1]:.2f}x the floor's"
     )
     return ratio
 
@@ -115,24 +153,21 @@ def main() -> int:
         audio = write_corpus(folder, args.copies)
         files = len(list(folder.glob("*.wav")))
         print(f"{files} files of real speech, {audio:.0f} s ({audio / 3600:.2f} h)")
+        print(f"load average before: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
         floor = floor_seconds(folder)
-        floor_per_core = audio / floor
         print(
-            f"{'floor: bare inference, 1 thread':<34} {floor:7.1f} s wall, 1 core(s):"
-            f" {floor_per_core:6.1f} h of audio per hour per core,"
-            f" {1000 * floor / files:.0f} ms per file"
+            f"{'floor: bare inference':<30} {floor[0]:6.1f} s wall on 1 core(s):"
+            f" {audio / floor[0] / 1:5.1f} h of audio per hour per core"
+            f" ({audio / floor[0]:5.1f}x real time); CPU {floor[1]:6.1f} s,"
+            f" {1000 * floor[1] / files:.0f} ms per file"
         )
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         local = cli_seconds(
             [str(folder), "--out", str(Path(scratch, "local")), "--processes", str(args.processes)],
             env,
         )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         local_ratio = report(
-            f"local, --processes {args.processes}", audio, local, args.processes, floor_per_core
+            f"local, --processes {args.processes}", audio, *local, args.processes, floor
         )
-        print(f"{'':<34} CPU time of the run {cpu:.1f} s ({cpu / floor:.2f}x the floor's wall)")
         os.environ.update(LOOPBACK_RAY_ENVIRONMENT)
         from ray.cluster_utils import Cluster
 
@@ -142,22 +177,24 @@ def main() -> int:
             for _ in range(args.nodes - 1):
                 cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()
-            print(f"{args.nodes} simulated nodes up in {time.perf_counter() - started:.1f} s")
-            ray_wall = cli_seconds(
+            print(f"({args.nodes} simulated nodes up in {time.perf_counter() - started:.1f} s)")
+            on_ray = cli_seconds(
                 [str(folder), "--out", str(Path(scratch, "ray")), "--ray", cluster.address], env
             )
         finally:
             cluster.shutdown()  # type: ignore[no-untyped-call]
-        ray_ratio = report(f"Ray, {args.nodes} nodes", audio, ray_wall, args.nodes, floor_per_core)
-        local_vps = sorted(Path(scratch, "local").glob("*.vp"))
-        ray_vps = sorted(Path(scratch, "ray").glob("*.vp"))
-        assert [path.name for path in local_vps] == [path.name for path in ray_vps]
+        ray_ratio = report(f"Ray, {args.nodes} nodes", audio, *on_ray, args.nodes, floor)
+        print(f"load average after: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
+        local_vps = sorted(path.name for path in Path(scratch, "local").glob("*.vp"))
+        ray_vps = sorted(path.name for path in Path(scratch, "ray").glob("*.vp"))
+        assert local_vps == ray_vps, "the same voiceprint files"
         assert len(local_vps) == files, "every file gave its voiceprint"
-        ray_per_core = audio / ray_wall / args.nodes
         print(
-            f"per file on Ray: {1000 * ray_wall * args.nodes / files:.0f} ms of a node's core"
-            f" (floor {1000 * floor / files:.0f} ms); a cluster of N machines of C cores (one"
-            f" actor per core) would extract about N x C x {ray_per_core:.0f} times real time"
+            f"per file: {1000 * on_ray[1] / files:.0f} ms of CPU on Ray,"
+            f" {1000 * local[1] / files:.0f} ms locally, {1000 * floor[1] / files:.0f} ms bare."
+            " A cluster of N machines of C"
+            f" cores (one actor per core) extracts about N x C x {audio / on_ray[1]:.0f} times"
+            " real time, less what the nodes share with other work."
         )
     print("targets: local within 1.5x the floor per core, Ray within 2.5x")
     return 0 if local_ratio <= 1.5 and ray_ratio <= 2.5 else 1

@@ -222,11 +222,15 @@ def extract_in_processes(
                     break
                 running[pool.submit(_extract_in_worker, path, options)] = path
             if not running:
-                return
+                break
             finished, _ = concurrent.futures.wait(
                 running, return_when=concurrent.futures.FIRST_COMPLETED
             )
             for future in finished:
                 yield running.pop(future), future.result()
-    finally:
+    except BaseException:
+        # Interrupted (Ctrl-C, a model that cannot be loaded): the files in hand are dropped,
+        # not waited for; a later run does them.
         pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
