@@ -24,7 +24,15 @@ from _bulk_speech import (
     voxmatch_command,
     written_voiceprints,
 )
-from _helpers import EXTRACTION, ServerFactory, model_env, speech_clip, wait_for_task, wait_until
+from _helpers import (
+    EXTRACTION,
+    ServerFactory,
+    model_env,
+    speech_clip,
+    task_state,
+    wait_for_task,
+    wait_until,
+)
 from _ray_cluster import LOOPBACK_RAY_ENVIRONMENT, local_cluster
 from tools import corpora
 from voxmatch import Voiceprint
@@ -154,3 +162,45 @@ def test_a_node_lost_in_the_middle_of_a_run_still_gives_every_voiceprint(tmp_pat
     assert_same_voiceprints(written_voiceprints(out), expected)
     assert len(stdout.splitlines()) == len(expected), "each voiceprint written once"
     assert "lost 1 cluster worker(s) with their nodes during the run" in stderr
+
+
+def test_a_node_lost_in_the_middle_of_a_rest_task_still_gives_its_voiceprints(
+    server_factory: ServerFactory,
+) -> None:
+    # Seven minutes a channel: the task runs for many seconds after it starts.
+    excerpts = [corpora.load(item.path) for item in corpora.ami_files()]
+    recording = wav_bytes(np.stack([np.concatenate(excerpts), np.concatenate(excerpts[::-1])], 1))
+    expected = extract_here(recording)
+    os.environ.update(LOOPBACK_RAY_ENVIRONMENT)
+    from ray.cluster_utils import Cluster
+
+    # No CPU on the head: the server's one actor can only be on the first node.
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    try:
+        first = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        server = server_factory(cluster_env(cluster.address))
+        client = server.client()
+        accepted = client.post(EXTRACTION, files={"file": ("long.wav", recording)})
+        assert accepted.status_code == 202, accepted.text
+        location = accepted.headers["location"]
+        wait_until(lambda: task_state(client, location) == "running", "the task to start")
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        cluster.remove_node(first)
+        body = wait_for_task(client, location, timeout=600).json()
+    finally:
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+    assert body["task"]["state"] == "done", body
+    for channel, reference in zip(body["result"]["channels"], expected, strict=True):
+        voiceprint = Voiceprint.from_base64(channel["voiceprint"])
+        assert voiceprint.speech_length == pytest.approx(reference.speech_length, abs=1e-3)
+        np.testing.assert_allclose(
+            voiceprint.embedding,
+            reference.embedding,
+            rtol=EMBEDDING_TOLERANCE,
+            atol=EMBEDDING_TOLERANCE,
+        )
+    assert "its extraction actor was lost with its node" in server.log()

@@ -89,7 +89,9 @@ class ExtractionActors:
     def _fill(self) -> None:
         """Start actors up to the pool's size (called with the lock held)."""
         threads = self._settings.extraction_threads
-        cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
+        # Of the live nodes: right after a node is lost, the cluster's totals may still count it.
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+        cpus = int(sum(node["Resources"].get("CPU", 0) for node in nodes if node["Alive"]))
         size = self._size or max(1, cpus // threads)
         options: dict[str, Any] = {"scheduling_strategy": "SPREAD"}
         if self._reserve_cpus:
@@ -126,9 +128,14 @@ class ExtractionActors:
             return FILES_PER_ACTOR * len(self._actors)
 
     def extract(
-        self, content: bytes, options: ExtractionOptions, should_stop: Callable[[], bool]
+        self,
+        content: bytes,
+        options: ExtractionOptions,
+        should_stop: Callable[[], bool],
+        on_lost: Callable[[RayActorError], None] | None = None,
     ) -> FileOutcome:
         """One file's outcome (for a server's task: safe to call from several threads).
+        `on_lost` is told of each actor lost on the way (the file then goes to another).
         Raises Stopped when `should_stop` says so, ModelError when the model cannot be
         loaded on the cluster."""
         stored = ray.put(content)
@@ -146,10 +153,12 @@ class ExtractionActors:
                         continue
                     self._done(actor, lost=False)
                     return outcome
-            except RayActorError:
+            except RayActorError as error:
                 self._done(actor, lost=True)
                 if attempt == ATTEMPTS:
                     raise
+                if on_lost is not None:
+                    on_lost(error)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def extract_files(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from voxmatch.audio import AudioError, TimeRange
 from voxmatch.bulk_extraction import ExtractionOptions
 from voxmatch.config import Settings
@@ -19,6 +21,8 @@ from voxmatch.vectors import vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
 EXTRACTION = "extraction"
+
+log = logging.getLogger(__name__)
 
 
 def extraction_handler(
@@ -111,9 +115,17 @@ def _extract_on_cluster(
         max_speech_seconds=params.get("max_speech_length"),
         max_duration=max_audio_seconds,
     )
+
+    def retrying(error: Exception) -> None:
+        log.warning(
+            "task %s: its extraction actor was lost with its node (%s); another takes the file",
+            context.record.id,
+            type(error).__name__,
+        )
+
     cluster.connect(settings.ray_address)
     outcome = server_actors(settings.ray_address, settings).extract(
-        context.file("audio").read_bytes(), options, context.should_stop
+        context.file("audio").read_bytes(), options, context.should_stop, retrying
     )
     if outcome.media_invalid:
         raise _rejected(outcome.problem or "")
