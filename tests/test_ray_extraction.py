@@ -124,6 +124,36 @@ def test_rest_extraction_on_the_cluster_gives_the_local_voiceprint(
     assert client.get("/api/system/status").status_code == 200, "the server is well"
 
 
+def long_stereo_recording() -> bytes:
+    """Seven minutes a channel of real speech: a task on it runs for many seconds."""
+    excerpts = [corpora.load(item.path) for item in corpora.ami_files()]
+    return wav_bytes(np.stack([np.concatenate(excerpts), np.concatenate(excerpts[::-1])], 1))
+
+
+def test_a_cancelled_rest_task_on_the_cluster_frees_the_server_for_the_next(
+    cluster: Cluster, server_factory: ServerFactory
+) -> None:
+    server = server_factory(cluster_env(cluster.address))
+    client = server.client()
+    accepted = client.post(EXTRACTION, files={"file": ("long.wav", long_stereo_recording())})
+    assert accepted.status_code == 202, accepted.text
+    location = accepted.headers["location"]
+    wait_until(lambda: task_state(client, location) == "running", "the task to start")
+    assert client.delete(location).status_code == 204
+    assert client.get(location).status_code == 404
+    clip = speech_clip("MEE009", "dev00")
+    body = extraction_task(client, wav_bytes(clip))
+    assert body["task"]["state"] == "done", body
+    (channel,) = body["result"]["channels"]
+    (reference,) = extract_here(wav_bytes(clip))
+    np.testing.assert_allclose(
+        Voiceprint.from_base64(channel["voiceprint"]).embedding,
+        reference.embedding,
+        rtol=EMBEDDING_TOLERANCE,
+        atol=EMBEDDING_TOLERANCE,
+    )
+
+
 def test_a_node_lost_in_the_middle_of_a_run_still_gives_every_voiceprint(tmp_path: Path) -> None:
     files = speech_folder(tmp_path / "speech", 12)
     # Last in name order, a minute of speech each: they still wait for an actor when the first
@@ -167,9 +197,7 @@ def test_a_node_lost_in_the_middle_of_a_run_still_gives_every_voiceprint(tmp_pat
 def test_a_node_lost_in_the_middle_of_a_rest_task_still_gives_its_voiceprints(
     server_factory: ServerFactory,
 ) -> None:
-    # Seven minutes a channel: the task runs for many seconds after it starts.
-    excerpts = [corpora.load(item.path) for item in corpora.ami_files()]
-    recording = wav_bytes(np.stack([np.concatenate(excerpts), np.concatenate(excerpts[::-1])], 1))
+    recording = long_stereo_recording()
     expected = extract_here(recording)
     os.environ.update(LOOPBACK_RAY_ENVIRONMENT)
     from ray.cluster_utils import Cluster

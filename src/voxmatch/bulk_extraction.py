@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxmatch.audio import AudioError, Source, TimeRange, stream_audio
+from voxmatch.audio import DEFAULT_MAX_DURATION, AudioError, Source, TimeRange, stream_audio
 from voxmatch.config import Settings
 from voxmatch.extraction import ChannelExtraction, Extractor, Progress
 from voxmatch.models.speaker_model import SpeakerModelError
@@ -45,7 +45,7 @@ class ExtractionOptions:
     channels: tuple[int, ...] | None = None
     time_range: TimeRange = field(default_factory=TimeRange)
     max_speech_seconds: float | None = None
-    max_duration: float = 7200.0
+    max_duration: float = DEFAULT_MAX_DURATION
 
     def run(
         self, extractor: Extractor, source: Source, on_progress: Progress | None = None

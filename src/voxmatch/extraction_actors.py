@@ -85,6 +85,9 @@ class ExtractionActors:
         """Each actor and how many files are queued at it."""
         self.lost_actors = 0
         """Actors lost so far (with their nodes), whose files went to the others."""
+        self._abandoned: dict[Any, Any] = {}
+        """Results no one waits for any more (their tasks were cancelled), and their actors:
+        an actor stays busy with such a file until it is done."""
 
     def _fill(self) -> None:
         """Start actors up to the pool's size (called with the lock held)."""
@@ -101,6 +104,14 @@ class ExtractionActors:
 
     def _submit(self, content: Any, options: ExtractionOptions) -> tuple[Any, Any]:
         with self._lock:
+            if self._abandoned:
+                finished, _ = ray.wait(
+                    list(self._abandoned), num_returns=len(self._abandoned), timeout=0
+                )
+                for result in finished:
+                    actor = self._abandoned.pop(result)
+                    if actor in self._actors:
+                        self._actors[actor] -= 1
             if not self._actors:
                 self._fill()
             actor = min(self._actors, key=self._actors.__getitem__)
@@ -139,27 +150,32 @@ class ExtractionActors:
         Raises Stopped when `should_stop` says so, ModelError when the model cannot be
         loaded on the cluster."""
         stored = ray.put(content)
-        for attempt in range(1, ATTEMPTS + 1):
+        attempt = 1
+        while True:
             actor, result = self._submit(stored, options)
             try:
-                while True:
-                    if should_stop():
-                        ray.cancel(result)
-                        self._done(actor, lost=False)
-                        raise Stopped
-                    try:
-                        outcome: FileOutcome = ray.get(result, timeout=STOP_POLL_SECONDS)
-                    except GetTimeoutError:
-                        continue
-                    self._done(actor, lost=False)
-                    return outcome
+                return self._wait(actor, result, should_stop)
             except RayActorError as error:
                 self._done(actor, lost=True)
                 if attempt == ATTEMPTS:
                     raise
+                attempt += 1
                 if on_lost is not None:
                     on_lost(error)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _wait(self, actor: Any, result: Any, should_stop: Callable[[], bool]) -> FileOutcome:
+        while not should_stop():
+            try:
+                outcome: FileOutcome = ray.get(result, timeout=STOP_POLL_SECONDS)
+            except GetTimeoutError:
+                continue
+            self._done(actor, lost=False)
+            return outcome
+        # A file the actor already runs is finished there and dropped; a queued one is not run.
+        ray.cancel(result)
+        with self._lock:
+            self._abandoned[result] = actor
+        raise Stopped
 
     def extract_files(
         self, paths: Iterable[Path], options: ExtractionOptions, max_bytes: int
