@@ -300,7 +300,10 @@ def _sources(
 
     for item in inputs:
         if item.is_dir():
-            for path in media_files(item):
+            found = media_files(item)
+            if not found:
+                typer.echo(f"voxmatch: {item} holds no media files", err=True)
+            for path in found:
                 add(path, PurePosixPath(path.relative_to(item).as_posix()), of_collection=True)
         else:
             add(item, PurePosixPath(item.name), of_collection=False)
