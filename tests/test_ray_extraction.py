@@ -64,10 +64,14 @@ def test_extract_on_the_cluster_gives_the_local_voiceprints(
 ) -> None:
     files = speech_folder(tmp_path / "speech", 4)
     (tmp_path / "speech" / "a" / "broken.wav").write_bytes(b"not audio at all\n" * 20)
+    largest = max(path.stat().st_size for path in files.values())
+    # Over the limit of what is sent to the cluster: reported, not sent.
+    (tmp_path / "speech" / "big.wav").write_bytes(next(iter(files.values())).read_bytes() * 3)
+    limit = {"VOXMATCH_MAX_UPLOAD_BYTES": str(largest)}
     result = subprocess.run(
         voxmatch_command("extract", "speech", "--out", "vps", "--ray", cluster.address),
         cwd=tmp_path,
-        env=cluster_env(cluster.address),
+        env={**cluster_env(cluster.address), **limit},
         capture_output=True,
         text=True,
         timeout=600,
@@ -75,8 +79,10 @@ def test_extract_on_the_cluster_gives_the_local_voiceprints(
     assert result.returncode == 1, result.stderr
     (broken,) = [line for line in result.stderr.splitlines() if "broken.wav" in line]
     assert broken.startswith("voxmatch: speech/a/broken.wav: not a readable audio file"), broken
+    (big,) = [line for line in result.stderr.splitlines() if "big.wav" in line]
+    assert f"over max_upload_bytes ({largest}) for the cluster" in big, big
     assert (
-        result.stderr.splitlines()[-1] == f"voxmatch: 1 of {len(files) + 1} files could not be used"
+        result.stderr.splitlines()[-1] == f"voxmatch: 2 of {len(files) + 2} files could not be used"
     )
     assert_same_voiceprints(written_voiceprints(tmp_path / "vps"), expected_voiceprints(files))
 
