@@ -128,3 +128,4 @@ def test_voxmatch_extract_runs_without_the_server_libraries(tmp_path: Path) -> N
     loaded = set(lines["modules"].split())
     assert "onnxruntime" in loaded, "the listing holds what the extraction used"
     assert loaded.isdisjoint(SERVER_LIBRARIES), loaded & set(SERVER_LIBRARIES)
+    assert "ray" not in loaded, "Ray is imported only for --ray"

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -27,6 +27,7 @@ from voxmatch.gallery_cli import gallery_app
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from voxmatch.bulk_extraction import ExtractionOptions, FileOutcome
     from voxmatch.profile_fitting import CalibrationReport
 
 app = typer.Typer(
@@ -141,7 +142,24 @@ def serve(
 
 @app.command()
 def extract(
-    files: Annotated[list[Path], typer.Argument(help="Media files.", exists=True, dir_okay=False)],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Media files, or folders of them (sub-folders too; see docs/cli.md for the"
+            " file types).",
+            exists=True,
+        ),
+    ] = None,
+    lists: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--list",
+            help="A list file: one media file per line, relative to the list's folder"
+            " (repeatable).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for the voiceprint files.", file_okay=False)
     ] = Path("."),
@@ -169,6 +187,30 @@ def extract(
     end: Annotated[
         float | None, typer.Option(help="Ignore the audio after this many seconds.", min=0)
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            help="Worker processes, each with the model loaded once and extraction_threads"
+            " onnxruntime threads (default 1); with --ray, actors (default: one per"
+            " extraction_threads CPUs of the cluster).",
+            min=1,
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Extract on the Ray cluster at this address (HOST:PORT, or auto)."
+        ),
+    ] = None,
+    redo: Annotated[
+        bool,
+        typer.Option(
+            "--redo",
+            help="Extract the files of folders and lists again, even those whose voiceprints"
+            " an earlier run wrote.",
+        ),
+    ] = False,
     progress: ProgressOption = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -176,15 +218,15 @@ def extract(
     """Extract voiceprints: one `<stem>.vp` per file (`<stem>.ch<N>.vp` per channel), holding
     the voiceprint's base64 text as SPE4's REST API carries it.
 
-    Two inputs that would write the same file (a.mp3 and a.flac) are refused before any work:
-    use --keep-extension or separate --out folders. A `.vp` left by an earlier run is replaced.
+    The files of a folder go to the same sub-folders of --out (a/b/c.wav -> OUT/b/c.vp for
+    the folder a). Two inputs that would write the same file (a.mp3 and a.flac) are refused
+    before any work: use --keep-extension or separate --out folders. A file named on the
+    command line is extracted again on every run; one of a folder or a list is skipped when
+    its voiceprints are already in --out (an interrupted run resumes), unless --redo.
     """
-    from voxmatch.assets import reporting_downloads
     from voxmatch.audio import TimeRange, parse_channel_mode, parse_channels
-    from voxmatch.models.speaker_model import SpeakerModelError
+    from voxmatch.bulk_extraction import ExtractionOptions, is_finished
     from voxmatch.request_checks import RequestError, speech_cap
-    from voxmatch.shared_extractor import build_extractor
-    from voxmatch.voiceprint import NARROWBAND
 
     settings = _settings(config, data_dir=data_dir)
     try:
@@ -195,80 +237,105 @@ def extract(
     except RequestError as error:
         # The option at fault, by the name of the request field it sets.
         _fail(f"--{error.field[0]} {error.problem}", code=2)
-    inputs = _distinct(files)
-    names = _voiceprint_names(inputs, out, keep_extension=keep_extension)
+    if not inputs and not lists:
+        _fail("give media files, folders of them, or --list FILE", code=2)
+    sources, relative_names, resumable = _sources(inputs or [], lists or [])
+    names = _voiceprint_names(sources, relative_names, out, keep_extension=keep_extension)
+    options = ExtractionOptions(
+        channel_mode=channel_mode,
+        channels=None if selected is None else tuple(selected),
+        time_range=time_range,
+        max_speech_seconds=max_speech,
+        max_duration=settings.max_audio_seconds,
+    )
+    pending = [
+        path
+        for path in sources
+        if redo
+        or path not in resumable
+        or not is_finished(options.expected_voiceprints(out / names[path], path))
+    ]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         _fail(f"cannot create the folder {out}: {error.strerror}")
     with _Progress(progress) as bars:
-        try:
-            with reporting_downloads(bars.download), bars.step("loading the speaker model"):
-                extractor = build_extractor(settings).get()
-        except Exception as error:  # noqa: BLE001 - fetching, converting, onnxruntime: errors vary
-            bars.fail(f"cannot load the speaker model: {error}")
-        written: set[str] = set()
-        unusable: set[Path] = set()
-        for path in bars.files(inputs):
-            try:
-                with bars.recording(path.name) as on_progress:
-                    results = extractor.extract_source(
-                        path,
-                        time_range=time_range,
-                        channel_mode=channel_mode,
-                        channels=selected,
-                        max_speech_seconds=max_speech,
-                        max_duration=settings.max_audio_seconds,
-                        on_progress=on_progress,
-                    )
-            except (OSError, ValueError, SpeakerModelError) as error:  # AudioError: ValueError
-                bars.warn(f"{path}: {getattr(error, 'strerror', None) or error}")
-                unusable.add(path)
-                continue
-            for result in results:
-                suffix = "" if len(results) == 1 else f".ch{result.channel_number}"
-                target = out / f"{names[path]}{suffix}.vp"
-                if target.name.casefold() in written:
-                    bars.warn(f"{path}: not written: {target} was written for another input")
-                    unusable.add(path)
-                    continue
-                voiceprint = result.extraction.voiceprint
-                try:
-                    _write_text_atomically(target, voiceprint.to_base64() + "\n")
-                except OSError as error:
-                    bars.fail(f"cannot write {target}: {error.strerror}")
-                written.add(target.name.casefold())
-                condition = "narrowband" if voiceprint.condition == NARROWBAND else "wideband"
-                typer.echo(
-                    f"{target}\tspeech {voiceprint.speech_length:.2f} s\t{condition}"
-                    f" {voiceprint.bandwidth:.0f} Hz"
-                )
-                if voiceprint.speech_length == 0:
-                    bars.warn(f"{target}: no speech found: the empty voiceprint, which scores 0")
+        if len(pending) < len(sources):
+            bars.warn(
+                f"{len(sources) - len(pending)} of {len(sources)} files already extracted"
+                f" into {out}, skipped (--redo extracts them again)"
+            )
+        if ray_address is not None:
+            outcomes = _extract_on_cluster(bars, pending, options, settings, ray_address, processes)
+        elif (processes or 1) > 1:
+            outcomes = _extract_in_processes(bars, pending, options, settings, processes or 1)
+        else:
+            outcomes = _extract_here(bars, pending, options, settings)
+        unusable = _write_voiceprints(bars, outcomes, len(pending), out, names)
     if unusable:
-        _fail(f"{len(unusable)} of {len(inputs)} files could not be used")
+        _fail(f"{unusable} of {len(sources)} files could not be used")
 
 
-def _distinct(files: list[Path]) -> list[Path]:
-    """The files in the order given, each once however it was named (a.wav, ./a.wav)."""
+def _sources(
+    inputs: list[Path], lists: list[Path]
+) -> tuple[list[Path], dict[Path, str], set[Path]]:
+    """The media files to extract, in order, each once however it was named (a.wav, ./a.wav);
+    the path of each relative to --out (its voiceprint's name, with the media's suffix); and
+    those of folders and lists, which a later run skips once they are done."""
+    from voxmatch.bulk_extraction import listed_files, media_files
+
+    sources: list[Path] = []
+    relative_names: dict[Path, str] = {}
+    resumable: set[Path] = set()
     seen: set[Path] = set()
-    distinct = []
-    for path in files:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            distinct.append(path)
-    return distinct
+
+    def add(path: Path, relative: PurePosixPath, *, of_collection: bool) -> None:
+        if path.resolve() in seen:
+            return
+        seen.add(path.resolve())
+        sources.append(path)
+        relative_names[path] = relative.as_posix()
+        if of_collection:
+            resumable.add(path)
+
+    for item in inputs:
+        if item.is_dir():
+            found = media_files(item)
+            if not found:
+                typer.echo(f"voxmatch: {item} holds no media files", err=True)
+            for path in found:
+                add(path, PurePosixPath(path.relative_to(item).as_posix()), of_collection=True)
+        else:
+            add(item, PurePosixPath(item.name), of_collection=False)
+    for list_file in lists:
+        try:
+            listed = listed_files(list_file)
+        except OSError as error:
+            _fail(f"cannot read the list file {list_file}: {error.strerror}", code=2)
+        except UnicodeDecodeError:
+            _fail(f"{list_file} is not a list file of paths, one a line (UTF-8)", code=2)
+        folder = list_file.parent.resolve()
+        for path in listed:
+            try:
+                relative = PurePosixPath(*path.resolve().relative_to(folder).parts)
+            except ValueError:  # outside the list's folder (../x.wav, /elsewhere/x.wav)
+                relative = PurePosixPath(path.name)
+            add(path, relative, of_collection=True)
+    return sources, relative_names, resumable
 
 
-def _voiceprint_names(files: list[Path], out: Path, *, keep_extension: bool) -> dict[Path, str]:
-    """The name each input's voiceprint files start with; two inputs that would write the same
-    file are refused now, before any work. Names are compared ignoring case, because on the
-    file systems of macOS and Windows A.vp and a.vp are one file."""
+def _voiceprint_names(
+    files: list[Path], relative_names: dict[Path, str], out: Path, *, keep_extension: bool
+) -> dict[Path, str]:
+    """The name each input's voiceprint files start with, relative to --out; two inputs that
+    would write the same file are refused now, before any work. Names are compared ignoring
+    case, because on the file systems of macOS and Windows A.vp and a.vp are one file."""
     names: dict[Path, str] = {}
     claimed: dict[str, Path] = {}
     for path in files:
-        name = path.name if keep_extension else path.stem
-        earlier = claimed.setdefault(name.casefold(), path)
+        relative = PurePosixPath(relative_names[path])
+        name = relative if keep_extension else relative.with_name(Path(relative.name).stem)
+        earlier = claimed.setdefault(name.as_posix().casefold(), path)
         if earlier is not path:
             if keep_extension or earlier.name.casefold() == path.name.casefold():
                 remedy = "rename one or extract them into separate --out folders"
@@ -279,8 +346,139 @@ def _voiceprint_names(files: list[Path], out: Path, *, keep_extension: bool) -> 
                 )
             written = out / f"{names[earlier]}.vp"
             _fail(f"{earlier} and {path} would both write {written}; {remedy}", code=2)
-        names[path] = name
+        names[path] = name.as_posix()
     return names
+
+
+def _extract_here(
+    bars: _Progress, paths: list[Path], options: ExtractionOptions, settings: Settings
+) -> Iterator[tuple[Path, FileOutcome]]:
+    """In this process, with a bar over each recording's seconds."""
+    from voxmatch.assets import reporting_downloads
+    from voxmatch.shared_extractor import build_extractor
+
+    if not paths:
+        return
+    try:
+        with reporting_downloads(bars.download), bars.step("loading the speaker model"):
+            extractor = build_extractor(settings).get()
+    except Exception as error:  # noqa: BLE001 - fetching, converting, onnxruntime: errors vary
+        bars.fail(f"cannot load the speaker model: {error}")
+    for path in paths:
+        with bars.recording(path.name) as on_progress:
+            outcome = options.run(extractor, path, on_progress)
+        yield path, outcome
+
+
+def _extract_in_processes(
+    bars: _Progress,
+    paths: list[Path],
+    options: ExtractionOptions,
+    settings: Settings,
+    processes: int,
+) -> Iterator[tuple[Path, FileOutcome]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from voxmatch.assets import reporting_downloads
+    from voxmatch.bulk_extraction import extract_in_processes
+    from voxmatch.shared_extractor import ModelError, build_extractor
+
+    if not paths:
+        return
+    try:
+        # Here first, once: a model to fetch is fetched once (with its progress bar), and a
+        # model that cannot be loaded is one clear error instead of one per process.
+        with reporting_downloads(bars.download), bars.step("loading the speaker model"):
+            build_extractor(settings).get()
+    except Exception as error:  # noqa: BLE001 - fetching, converting, onnxruntime: errors vary
+        bars.fail(f"cannot load the speaker model: {error}")
+    try:
+        yield from extract_in_processes(paths, options, settings, processes)
+    except ModelError as error:
+        bars.fail(str(error))
+    except BrokenProcessPool:
+        bars.fail("a worker process died (out of memory?); run again to resume")
+
+
+def _extract_on_cluster(
+    bars: _Progress,
+    paths: list[Path],
+    options: ExtractionOptions,
+    settings: Settings,
+    address: str,
+    actors: int | None,
+) -> Iterator[tuple[Path, FileOutcome]]:
+    from voxmatch.cluster import ClusterUnreachable, connect
+    from voxmatch.shared_extractor import ModelError
+
+    if not paths:
+        return
+    try:
+        with bars.step(f"connecting to the Ray cluster at {address}"):
+            connect(address)
+    except ClusterUnreachable as error:
+        bars.fail(str(error))
+    from voxmatch.extraction_actors import ExtractionActors
+
+    pool = ExtractionActors(settings, actors, reserve_cpus=True)
+    try:
+        yield from pool.extract_files(paths, options, settings.max_upload_bytes)
+    except ModelError as error:
+        bars.fail(str(error))
+    finally:
+        pool.close()
+    if pool.lost_actors:
+        bars.warn(
+            f"lost {pool.lost_actors} cluster worker(s) with their nodes during the run;"
+            " their files were extracted by the others"
+        )
+
+
+def _write_voiceprints(
+    bars: _Progress,
+    outcomes: Iterable[tuple[Path, FileOutcome]],
+    count: int,
+    out: Path,
+    names: dict[Path, str],
+) -> int:
+    """Write each file's voiceprints as soon as it is done; the number of files unusable."""
+    from voxmatch.bulk_extraction import voiceprint_path
+    from voxmatch.voiceprint import NARROWBAND
+
+    written: set[str] = set()
+    unusable = 0
+    with bars.collection(count) as finished:
+        for path, outcome in outcomes:
+            finished(outcome.audio_seconds)
+            if outcome.problem is not None:
+                bars.warn(f"{path}: {outcome.problem}")
+                unusable += 1
+                continue
+            collided = False
+            for result in outcome.channels:
+                target = voiceprint_path(
+                    out / names[path], result.channel_number, len(outcome.channels)
+                )
+                if target.as_posix().casefold() in written:
+                    bars.warn(f"{path}: not written: {target} was written for another input")
+                    collided = True
+                    continue
+                voiceprint = result.extraction.voiceprint
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _write_text_atomically(target, voiceprint.to_base64() + "\n")
+                except OSError as error:
+                    bars.fail(f"cannot write {target}: {error.strerror}")
+                written.add(target.as_posix().casefold())
+                condition = "narrowband" if voiceprint.condition == NARROWBAND else "wideband"
+                typer.echo(
+                    f"{target}\tspeech {voiceprint.speech_length:.2f} s\t{condition}"
+                    f" {voiceprint.bandwidth:.0f} Hz"
+                )
+                if voiceprint.speech_length == 0:
+                    bars.warn(f"{target}: no speech found: the empty voiceprint, which scores 0")
+            unusable += collided
+    return unusable
 
 
 def _write_text_atomically(target: Path, text: str) -> None:
@@ -369,6 +567,35 @@ class _Progress:
 
         try:
             yield advance
+        finally:
+            self._progress.remove_task(task)
+
+    @contextmanager
+    def collection(self, count: int) -> Iterator[Callable[[float], None]]:
+        """A bar over the files of an extraction, for a callback called as each file is done
+        with its seconds of audio: files per second and audio seconds per wall second (how
+        many times real time) since the first file began."""
+        import time
+
+        task = self._progress.add_task("extracting", total=count, amount=f"0/{count} files")
+        started = time.perf_counter()
+        done = 0
+        audio_seconds = 0.0
+
+        def finished(seconds: float) -> None:
+            nonlocal done, audio_seconds
+            done += 1
+            audio_seconds += seconds
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            self._progress.update(
+                task,
+                completed=done,
+                amount=f"{done}/{count} files, {done / elapsed:.2f} files/s,"
+                f" {audio_seconds / elapsed:.1f}x real time",
+            )
+
+        try:
+            yield finished
         finally:
             self._progress.remove_task(task)
 

@@ -68,7 +68,11 @@ class Settings(BaseSettings):
         None, description="Name given to `model_file`'s voiceprints (default: the file's stem)."
     )
     extraction_threads: int = Field(
-        1, ge=1, description="onnxruntime threads of one extraction (per worker)."
+        1,
+        ge=1,
+        description="onnxruntime threads of one extraction (per worker: of the server, of"
+        " `voxmatch extract --processes`, and per Ray extraction actor, which holds as many"
+        " CPUs in a bulk run).",
     )
     default_model: str = Field(
         DEFAULT_MODEL_NAME, description="Model used for extraction when none is named."
@@ -143,8 +147,10 @@ class Settings(BaseSettings):
     blas_threads: int = Field(
         1,
         ge=1,
-        description="Threads of one matrix product. Tasks already run in parallel (`workers`),"
-        " and idle BLAS threads spin on the cores the other work needs.",
+        description="Threads of one matrix product (also NumPy's BLAS threads of each worker"
+        " of `voxmatch extract --processes` and of each Ray extraction actor). Tasks already"
+        " run in parallel (`workers`), and idle BLAS threads spin on the cores the other work"
+        " needs.",
     )
     memory_budget_bytes: int = Field(
         64 * MIB, ge=MIB, description="Working memory of one block of a score matrix."

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from voxmatch.audio import AudioError, TimeRange
+from voxmatch.bulk_extraction import ExtractionOptions
+from voxmatch.config import Settings
+from voxmatch.extraction import ChannelExtraction
 from voxmatch.shared_extractor import SharedExtractor
 from voxmatch.tasks.kinds import (
     FieldError,
@@ -17,9 +22,16 @@ from voxmatch.voiceprint import VoiceprintBatch
 
 EXTRACTION = "extraction"
 
+log = logging.getLogger(__name__)
 
-def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> Handler:
-    """Params: channel_mode ("split" | "mix"), channels (list of ints or None),
+
+def extraction_handler(
+    extractor: SharedExtractor, max_audio_seconds: float, on_cluster: Settings | None = None
+) -> Handler:
+    """With `on_cluster` (settings whose `ray_address` is set), each file is extracted by an
+    actor of that cluster (`extraction_actors`), which loads the model of those settings.
+
+    Params: channel_mode ("split" | "mix"), channels (list of ints or None),
     include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds).
 
     Result {"channels": [{"channel_number", "voiceprint" (base64), "speech_length" (seconds,
@@ -31,23 +43,10 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
 
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
-        try:
-            # Streamed from the stored file, only the channels asked for: memory stays the
-            # same whatever the length of the recording.
-            results = extractor.get().extract_source(
-                context.file("audio"),
-                time_range=TimeRange(params.get("start"), params.get("end")),
-                channel_mode=params["channel_mode"],
-                channels=params["channels"],
-                max_speech_seconds=params.get("max_speech_length"),
-                max_duration=max_audio_seconds,
-                should_stop=context.should_stop,
-            )
-        except AudioError as error:
-            raise TaskRejected(
-                f"The media file cannot be used: {error}",
-                [FieldError(("file",), "media.invalid", str(error))],
-            ) from None
+        if on_cluster is not None:
+            results = _extract_on_cluster(context, on_cluster, max_audio_seconds)
+        else:
+            results = _extract_here(context, extractor, max_audio_seconds)
         channels = [
             {
                 "channel_number": result.channel_number,
@@ -79,3 +78,66 @@ def extraction_handler(extractor: SharedExtractor, max_audio_seconds: float) -> 
         )
 
     return extract
+
+
+def _extract_here(
+    context: TaskContext, extractor: SharedExtractor, max_audio_seconds: float
+) -> list[ChannelExtraction]:
+    params = context.params
+    try:
+        # Streamed from the stored file, only the channels asked for: memory stays the
+        # same whatever the length of the recording.
+        return extractor.get().extract_source(
+            context.file("audio"),
+            time_range=TimeRange(params.get("start"), params.get("end")),
+            channel_mode=params["channel_mode"],
+            channels=params["channels"],
+            max_speech_seconds=params.get("max_speech_length"),
+            max_duration=max_audio_seconds,
+            should_stop=context.should_stop,
+        )
+    except AudioError as error:
+        raise _rejected(str(error)) from None
+
+
+def _extract_on_cluster(
+    context: TaskContext, settings: Settings, max_audio_seconds: float
+) -> list[ChannelExtraction]:
+    """The stored file's bytes go to an actor through the object store (the nodes need not
+    share this disk); they are at most `max_upload_bytes`, the limit of the upload."""
+    from voxmatch import cluster
+    from voxmatch.extraction_actors import server_actors
+
+    assert settings.ray_address is not None
+    params = context.params
+    options = ExtractionOptions(
+        channel_mode=params["channel_mode"],
+        channels=None if params["channels"] is None else tuple(params["channels"]),
+        time_range=TimeRange(params.get("start"), params.get("end")),
+        max_speech_seconds=params.get("max_speech_length"),
+        max_duration=max_audio_seconds,
+    )
+
+    def retrying(error: Exception) -> None:
+        log.warning(
+            "task %s: its extraction actor was lost with its node (%s); another takes the file",
+            context.record.id,
+            type(error).__name__,
+        )
+
+    cluster.connect(settings.ray_address)
+    outcome = server_actors(settings.ray_address, settings).extract(
+        context.file("audio").read_bytes(), options, context.should_stop, retrying
+    )
+    if outcome.media_invalid:
+        raise _rejected(outcome.problem or "")
+    if outcome.problem is not None:
+        raise RuntimeError(outcome.problem)
+    return list(outcome.channels)
+
+
+def _rejected(problem: str) -> TaskRejected:
+    return TaskRejected(
+        f"The media file cannot be used: {problem}",
+        [FieldError(("file",), "media.invalid", problem)],
+    )

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from voxmatch.calibration_profiles import calibration_from_json
+from voxmatch.config import Settings
 from voxmatch.models.registry import Calibration, describe
 from voxmatch.scoring import FloatMatrix, Traits, rows_per_block, score_matrix
 from voxmatch.shared_extractor import SharedExtractor
@@ -170,10 +171,15 @@ def _best_of_a(
 
 
 def build_handlers(
-    *, memory_budget: int, extractor: SharedExtractor, max_audio_seconds: float
+    *,
+    memory_budget: int,
+    extractor: SharedExtractor,
+    max_audio_seconds: float,
+    extraction_cluster: Settings | None = None,
 ) -> dict[str, Handler]:
+    """`extraction_cluster`: settings whose `ray_address` names the cluster that extracts."""
     return {
         COMPARISON: comparison_handler(memory_budget),
-        EXTRACTION: extraction_handler(extractor, max_audio_seconds),
+        EXTRACTION: extraction_handler(extractor, max_audio_seconds, extraction_cluster),
         **voiceprint_handlers(),
     }
