@@ -4,7 +4,9 @@ For each shape, the floor is the least a server must do, measured in this proces
 request body (JSON, base64, voiceprint checks), the score matrix, and the JSON encoding of the
 result. The end-to-end time is a real client against a real `voxmatch serve` on loopback: POST,
 poll until done, GET the JSON (the client receives every byte; parsing it is reported apart,
-since it is the client's cost). Ratios are end-to-end / floor; the target is <= 2.
+since it is the client's cost). Ratios are end-to-end / floor, of the medians (and, apart, of
+the best times) of the repeats, floor and end to end measured in turns so that both see the
+same load of a shared machine; the target is <= 1.5.
 
 Also reported: the time to decode 100,000 voiceprints (target <= 150 ms here), of format version
 2 as voxmatch writes them, of version 1 as older releases wrote them, and half of each
@@ -19,11 +21,13 @@ import argparse
 import base64
 import functools
 import http.client
+import statistics
 import struct
 import sys
 import time
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -82,8 +86,15 @@ class Client:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, str, bytes]:
         headers = {"content-type": "application/json"} if body is not None else {}
-        self.connection.request(method, path, body=body, headers=headers)
-        response = self.connection.getresponse()
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closes a connection idle for longer than its keep-alive timeout (5 s),
+            # which the floor's measurement of a large shape may take on a busy machine.
+            self.connection.close()
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
         return response.status, response.getheader("location") or "", response.read()
 
 
@@ -99,6 +110,25 @@ def end_to_end(client: Client, body: bytes) -> bytes:
         if status != 200 or not (b'"state":"pending"' in head or b'"state":"running"' in head):
             raise RuntimeError(f"GET answered {status}: {answer[:300]!r}")
         time.sleep(0.001)
+
+
+def measure_in_turns(
+    first: Callable[[], object], second: Callable[[], object], repeats: int
+) -> tuple[Timing, Timing]:
+    """Time both `repeats` times, one after the other in turn (after one warm-up each)."""
+    first()
+    second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for action, kept in zip((first, second), times, strict=True):
+            started = time.perf_counter()
+            action()
+            kept.append(time.perf_counter() - started)
+    first_times, second_times = times
+    return (
+        Timing(min(first_times), statistics.median(first_times)),
+        Timing(min(second_times), statistics.median(second_times)),
+    )
 
 
 def version_1(texts: list[str]) -> list[str]:
@@ -136,17 +166,23 @@ def main() -> int:
     with running_server() as endpoints:
         client = Client(endpoints["rest"])
         for shape, body in bodies.items():
-            floor_time = measure(functools.partial(floor, body), args.repeats)
-            e2e_time = measure(functools.partial(end_to_end, client, body), args.repeats)
+            floor_time, e2e_time = measure_in_turns(
+                functools.partial(floor, body),
+                functools.partial(end_to_end, client, body),
+                args.repeats,
+            )
             result = end_to_end(client, body)
             parse_time = measure(functools.partial(orjson.loads, result), args.repeats)
-            ratio = e2e_time.best / floor_time.best
+            ratio = e2e_time.median / floor_time.median
             ratios[shape] = ratio
             print(f"{shape[0]} x {shape[1]} ({len(body) / 1e6:.1f} MB request)")
             print(f"  floor (in-process)        {floor_time}")
             print(f"  end to end over HTTP      {e2e_time}")
             print(f"  client JSON parse (apart) {parse_time}")
-            print(f"  ratio end-to-end / floor  {ratio:.2f}  (target <= 2)")
+            print(
+                f"  ratio end-to-end / floor  {ratio:.2f} of the medians (target <= 1.5),"
+                f" {e2e_time.best / floor_time.best:.2f} of the best"
+            )
 
     hundred_thousand = random_voiceprints(100_000, seed=3)
     body = orjson.dumps({"voiceprints_a": hundred_thousand, "voiceprints_b": hundred_thousand[:1]})
@@ -163,7 +199,7 @@ def main() -> int:
     print(f"  JSON body -> matrix       {from_json}")
     print(f"  version 1 list -> matrix  {from_old}")
     print(f"  half of each -> matrix    {from_mixed}")
-    return 0 if all(ratio <= 2 for ratio in ratios.values()) else 1
+    return 0 if all(ratio <= 1.5 for ratio in ratios.values()) else 1
 
 
 if __name__ == "__main__":
