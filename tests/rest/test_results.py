@@ -10,9 +10,7 @@ import pytest
 
 from voxmatch.rest.results import (
     FILE_PIECE_BYTES,
-    MIN_PIECES,
     PIECE_VALUES,
-    STREAMED_ABOVE_VALUES,
     load_result_arrays,
     open_file,
     render_task,
@@ -54,34 +52,16 @@ def scores(values: int, seed: int = 0) -> np.ndarray:
     return (10 * rng.standard_normal(values)).astype(np.float32)
 
 
-@pytest.mark.parametrize(
-    "values",
-    [1, STREAMED_ABOVE_VALUES, STREAMED_ABOVE_VALUES + 1, PIECE_VALUES, 3 * PIECE_VALUES + 17],
-)
+@pytest.mark.parametrize("values", [1, PIECE_VALUES, PIECE_VALUES + 1, 3 * PIECE_VALUES + 17])
 def test_a_vector_renders_to_the_same_bytes_whole_or_in_pieces(values: int) -> None:
     record = done_task()
     result: dict[str, object] = {
         "scores": {"rows_count": 1, "columns_count": values, "values": scores(values)}
     }
     body = render_task(record, result)
-    # Up to STREAMED_ABOVE_VALUES values the body is one piece; beyond, it is streamed.
-    assert isinstance(body, bytes) == (values <= STREAMED_ABOVE_VALUES)
+    # Up to PIECE_VALUES values the body is one piece; beyond, it is streamed.
+    assert isinstance(body, bytes) == (values <= PIECE_VALUES)
     assert joined(body) == one_shot(record, result)
-
-
-def test_a_streamed_result_of_a_million_values_goes_in_several_pieces() -> None:
-    # A 1000 x 1000 matrix: its first pieces can travel while the others are rendered.
-    record = done_task()
-    matrix = scores(PIECE_VALUES, seed=3).reshape(1024, 1024)
-    result: dict[str, object] = {
-        "scores": {"rows_count": 1024, "columns_count": 1024, "values": matrix.reshape(-1)}
-    }
-    body = render_task(record, result)
-    assert not isinstance(body, bytes)
-    pieces = list(body)
-    # The text before the array, at least MIN_PIECES of the array, and the text after it.
-    assert len(pieces) >= MIN_PIECES + 2
-    assert b"".join(pieces) == one_shot(record, result)
 
 
 def test_matrices_and_several_arrays_render_to_the_same_bytes() -> None:

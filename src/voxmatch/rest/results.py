@@ -3,9 +3,8 @@
 A result is rendered only in the form the client asked for: a `.npy` request streams the
 stored file as it is, and JSON is rendered with orjson straight from the NumPy arrays (never
 through Python lists of floats). A large array is rendered slice by slice into a streamed
-response: sending then overlaps rendering, and a 20,000 x 20,000 score matrix (1.6 GB of
-floats, about 4.5 GB of JSON) never exists as one JSON text: the server's memory stays near
-the size of the stored result.
+response, so that a 20,000 x 20,000 score matrix (1.6 GB of floats, about 4.5 GB of JSON) never
+exists as one JSON text: the server's memory stays near the size of the stored result.
 """
 
 from __future__ import annotations
@@ -28,29 +27,20 @@ ResultRenderer = Callable[[JsonObject, Mapping[str, npt.NDArray[Any]]], dict[str
 NumPy arrays, which orjson renders without Python floats."""
 
 PIECE_VALUES = 1 << 20
-"""The most values of an array rendered as JSON in one go (about 11 MB of JSON text for
-float32 scores): larger arrays are rendered in slices of at most this size."""
-
-STREAMED_ABOVE_VALUES = 1 << 16
-"""An array of more values is rendered in pieces into a streamed response, so that the first
-pieces travel to the client while the next are rendered; an array of at most this many values
-(about 700 KB of JSON) is rendered in one piece into an ordinary response."""
-
-MIN_PIECES = 8
-"""A streamed array is rendered in at least this many pieces (each of at least
-STREAMED_ABOVE_VALUES values): a 1000 x 1000 matrix in 8, whose first megabytes are on their
-way while the rest is rendered, where in one piece all 11 MB waited for the last value."""
+"""Values of an array rendered as JSON in one go (about 11 MB of JSON text for float32
+scores); larger arrays are rendered in slices of this size. An array of at most this many
+values (a 1000 x 1000 matrix, say) is rendered in one piece into an ordinary response."""
 
 FILE_PIECE_BYTES = 4 << 20
 """Bytes of a stored file sent per piece; a smaller file is sent in one response body."""
 
-Body = bytes | Iterator[bytes]
+Body = bytes | Iterator[bytes | memoryview]
 """A response body: whole, or in pieces to be streamed."""
 
 
 def render_task(record: TaskRecord, result: dict[str, Any] | None) -> Body:
     """The GET body of a task, SPE4's `{"task", "result", "error"}`: one piece unless `result`
-    holds an array of more than STREAMED_ABOVE_VALUES values."""
+    holds an array of more than PIECE_VALUES values."""
     document = {
         "task": {"task_id": record.id, "state": record.state.value},
         "result": result,
@@ -85,7 +75,7 @@ def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     memory-mapped arrays and strided views (a field of a structured array) become plain
     contiguous arrays (orjson renders only those)."""
     if isinstance(value, np.ndarray):
-        if value.size <= STREAMED_ABOVE_VALUES:
+        if value.size <= PIECE_VALUES:
             return np.asarray(value, order="C")
         large.append(np.asarray(value))
         return f"{marker}{len(large) - 1}"
@@ -96,7 +86,9 @@ def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     return value
 
 
-def _pieces(rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes) -> Iterator[bytes]:
+def _pieces(
+    rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes
+) -> Iterator[bytes | memoryview]:
     rest = rendered
     for index, array in enumerate(large):
         before, rest = rest.split(b'"' + marker + str(index).encode() + b'"', 1)
@@ -105,18 +97,24 @@ def _pieces(rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes) -> It
     yield rest
 
 
-def _array_pieces(array: npt.NDArray[Any]) -> Iterator[bytes]:
-    """orjson's rendering of `array` in slices along its first axis: each slice renders as
-    `[...]`, and the slices' contents joined by commas are the whole array's contents."""
-    piece_values = min(PIECE_VALUES, max(STREAMED_ABOVE_VALUES, -(-array.size // MIN_PIECES)))
-    rows = max(1, piece_values // max(1, array[0].size if array.ndim > 1 else 1))
+def _array_pieces(array: npt.NDArray[Any]) -> Iterator[memoryview]:
+    """orjson's rendering of `array` in slices along its first axis, as views of the rendered
+    text (not copies): each slice renders as `[...]`, and the slices' contents joined by commas
+    are the whole array's contents. A slice after the first is rendered from the row before
+    it on, so that its text holds the comma that joins it to the one before: the view starts
+    at that comma."""
+    rows = max(1, PIECE_VALUES // max(1, array[0].size if array.ndim > 1 else 1))
     for start in range(0, len(array), rows):
-        piece = orjson.dumps(
-            np.ascontiguousarray(array[start : start + rows]), option=orjson.OPT_SERIALIZE_NUMPY
-        )
-        opening = b"[" if start == 0 else b","
-        closing = b"]" if start + rows >= len(array) else b""
-        yield opening + piece[1:-1] + closing
+        stop = min(start + rows, len(array))
+        rendered = _render(array[max(0, start - 1) : stop])
+        # The rendering `[row]` of the row before, but its `]`: the text up to the comma.
+        skip = 0 if start == 0 else len(_render(array[start - 1 : start])) - 1
+        end = len(rendered) if stop == len(array) else len(rendered) - 1
+        yield memoryview(rendered)[skip:end]
+
+
+def _render(array: npt.NDArray[Any]) -> bytes:
+    return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def load_result_arrays(paths: Mapping[str, Path]) -> dict[str, npt.NDArray[Any]]:
