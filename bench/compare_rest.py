@@ -12,13 +12,14 @@ Also reported: the time to decode 100,000 voiceprints (target <= 150 ms here), o
 2 as voxmatch writes them, of version 1 as older releases wrote them, and half of each
 (interleaved in one list, as a gallery of old and new voiceprints would send them).
 
-    .venv/bin/python bench/compare_rest.py [--repeats N]
+    .venv/bin/python -m bench.compare_rest [--repeats N] [--baseline OTHER/src]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import http.client
 import statistics
@@ -28,6 +29,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -112,23 +114,18 @@ def end_to_end(client: Client, body: bytes) -> bytes:
         time.sleep(0.001)
 
 
-def measure_in_turns(
-    first: Callable[[], object], second: Callable[[], object], repeats: int
-) -> tuple[Timing, Timing]:
-    """Time both `repeats` times, one after the other in turn (after one warm-up each)."""
-    first()
-    second()
-    times: tuple[list[float], list[float]] = ([], [])
+def measure_in_turns(actions: list[Callable[[], object]], repeats: int) -> list[Timing]:
+    """Time each action `repeats` times, one after the other in turn (after one warm-up each),
+    so that all of them see the same load of a shared machine."""
+    for action in actions:
+        action()
+    times: list[list[float]] = [[] for _ in actions]
     for _ in range(repeats):
-        for action, kept in zip((first, second), times, strict=True):
+        for action, kept in zip(actions, times, strict=True):
             started = time.perf_counter()
             action()
             kept.append(time.perf_counter() - started)
-    first_times, second_times = times
-    return (
-        Timing(min(first_times), statistics.median(first_times)),
-        Timing(min(second_times), statistics.median(second_times)),
-    )
+    return [Timing(min(kept), statistics.median(kept)) for kept in times]
 
 
 def version_1(texts: list[str]) -> list[str]:
@@ -151,6 +148,12 @@ def version_1(texts: list[str]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the src folder of another voxmatch (say, `git archive` of an older commit): its"
+        " server is measured too, in turn with this one, for a before/after in the same load",
+    )
     args = parser.parse_args()
     retain_freed_memory()
 
@@ -163,14 +166,20 @@ def main() -> int:
         )
 
     ratios = {}
-    with running_server() as endpoints:
-        client = Client(endpoints["rest"])
+    with contextlib.ExitStack() as servers:
+        client = Client(servers.enter_context(running_server())["rest"])
+        baseline = None
+        if args.baseline is not None:
+            source = {"PYTHONPATH": str(args.baseline.resolve())}
+            baseline = Client(servers.enter_context(running_server(env=source))["rest"])
         for shape, body in bodies.items():
-            floor_time, e2e_time = measure_in_turns(
+            actions: list[Callable[[], object]] = [
                 functools.partial(floor, body),
                 functools.partial(end_to_end, client, body),
-                args.repeats,
-            )
+            ]
+            if baseline is not None:
+                actions.append(functools.partial(end_to_end, baseline, body))
+            floor_time, e2e_time, *baseline_time = measure_in_turns(actions, args.repeats)
             result = end_to_end(client, body)
             parse_time = measure(functools.partial(orjson.loads, result), args.repeats)
             ratio = e2e_time.median / floor_time.median
@@ -183,6 +192,12 @@ def main() -> int:
                 f"  ratio end-to-end / floor  {ratio:.2f} of the medians (target <= 1.5),"
                 f" {e2e_time.best / floor_time.best:.2f} of the best"
             )
+            for timing in baseline_time:
+                print(f"  baseline end to end       {timing}")
+                print(
+                    f"  baseline ratio            {timing.median / floor_time.median:.2f} of the"
+                    f" medians, {timing.best / floor_time.best:.2f} of the best"
+                )
 
     hundred_thousand = random_voiceprints(100_000, seed=3)
     body = orjson.dumps({"voiceprints_a": hundred_thousand, "voiceprints_b": hundred_thousand[:1]})
