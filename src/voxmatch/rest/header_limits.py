@@ -146,8 +146,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             super().on_body(body)
         elif not self.cycle.response_complete:
             # Kept apart and handed to the app once complete, as one `bytes`: uvicorn would
-            # copy each read into its buffer and out again, and wake the app for every 64 KB
-            # (a 55 MB body: two more copies and some 800 rounds through the app's receive).
+            # copy each read into its buffer and out again, and pause reading until the app had
+            # taken each (a 55 MB body: two more copies, and a round through the app's receive
+            # for each of some 200 reads).
             self._whole_body.append(body)
 
     def on_message_complete(self) -> None:
