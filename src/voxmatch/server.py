@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from threadpoolctl import threadpool_limits
 
 from voxmatch._listen import bind_tcp, check_free
@@ -93,7 +94,10 @@ def serve(settings: Settings) -> None:
             )
             grpc_server.start()
             grpc_endpoints["grpc"] = grpc_target(settings.grpc_address, grpc_port)
-        asyncio.run(_serve(settings, runner, metrics, grpc_endpoints, api_keys, rest_sockets))
+        # uvloop's loop, as `loop="uvloop"` below intends: that setting only takes effect when
+        # uvicorn makes the loop itself, and with asyncio's own loop every 256 KB of a request
+        # body cost a round of Python-level selector calls (a 55 MB body: ~40 ms more).
+        uvloop.run(_serve(settings, runner, metrics, grpc_endpoints, api_keys, rest_sockets))
     finally:
         for sock in rest_sockets:
             sock.close()
@@ -121,7 +125,9 @@ async def _serve(
         access_log=False,
         server_header=False,
         loop="uvloop",
-        http=bounded_head_protocol(settings.max_header_bytes, settings.max_header_count),
+        http=bounded_head_protocol(
+            settings.max_header_bytes, settings.max_header_count, settings.max_request_bytes
+        ),
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=sockets))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 import msgspec
+from starlette.requests import Request
 
 from voxmatch import request_checks
 from voxmatch.request_checks import RequestError
@@ -18,6 +19,14 @@ from voxmatch.rest.errors import (
 from voxmatch.voiceprint import VoiceprintBatch, VoiceprintError, decode_base64_batch
 
 BodyT = TypeVar("BodyT")
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body. A JSON body arrives in one piece (gathered by the HTTP protocol, see
+    voxmatch.rest.header_limits), and is returned as it is: Starlette's `Request.body` joins it
+    with the empty piece that ends its stream, a copy (of 55 MB for 50,000 voiceprints)."""
+    pieces = [piece async for piece in request.stream() if piece]
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def decode_body(decoder: msgspec.json.Decoder[BodyT], body: bytes) -> BodyT:

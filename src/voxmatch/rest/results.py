@@ -34,7 +34,7 @@ values (a 1000 x 1000 matrix, say) is rendered in one piece into an ordinary res
 FILE_PIECE_BYTES = 4 << 20
 """Bytes of a stored file sent per piece; a smaller file is sent in one response body."""
 
-Body = bytes | Iterator[bytes]
+Body = bytes | Iterator[bytes | memoryview]
 """A response body: whole, or in pieces to be streamed."""
 
 
@@ -86,7 +86,9 @@ def _set_aside(value: Any, large: list[npt.NDArray[Any]], marker: str) -> Any:
     return value
 
 
-def _pieces(rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes) -> Iterator[bytes]:
+def _pieces(
+    rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes
+) -> Iterator[bytes | memoryview]:
     rest = rendered
     for index, array in enumerate(large):
         before, rest = rest.split(b'"' + marker + str(index).encode() + b'"', 1)
@@ -95,17 +97,24 @@ def _pieces(rendered: bytes, large: list[npt.NDArray[Any]], marker: bytes) -> It
     yield rest
 
 
-def _array_pieces(array: npt.NDArray[Any]) -> Iterator[bytes]:
-    """orjson's rendering of `array` in slices along its first axis: each slice renders as
-    `[...]`, and the slices' contents joined by commas are the whole array's contents."""
+def _array_pieces(array: npt.NDArray[Any]) -> Iterator[memoryview]:
+    """orjson's rendering of `array` in slices along its first axis, as views of the rendered
+    text (not copies): each slice renders as `[...]`, and the slices' contents joined by commas
+    are the whole array's contents. A slice after the first is rendered from the row before
+    it on, so that its text holds the comma that joins it to the one before: the view starts
+    at that comma."""
     rows = max(1, PIECE_VALUES // max(1, array[0].size if array.ndim > 1 else 1))
     for start in range(0, len(array), rows):
-        piece = orjson.dumps(
-            np.ascontiguousarray(array[start : start + rows]), option=orjson.OPT_SERIALIZE_NUMPY
-        )
-        opening = b"[" if start == 0 else b","
-        closing = b"]" if start + rows >= len(array) else b""
-        yield opening + piece[1:-1] + closing
+        stop = min(start + rows, len(array))
+        rendered = _render(array[max(0, start - 1) : stop])
+        # The rendering `[row]` of the row before, but its `]`: the text up to the comma.
+        skip = 0 if start == 0 else len(_render(array[start - 1 : start])) - 1
+        end = len(rendered) if stop == len(array) else len(rendered) - 1
+        yield memoryview(rendered)[skip:end]
+
+
+def _render(array: npt.NDArray[Any]) -> bytes:
+    return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def load_result_arrays(paths: Mapping[str, Path]) -> dict[str, npt.NDArray[Any]]:

@@ -26,6 +26,7 @@ from starlette.responses import Response, StreamingResponse
 
 from voxmatch.logs import correlation_id_var, request_id_var
 from voxmatch.rest.auth import requester_var, visible_to_requester
+from voxmatch.rest.bodies import read_body
 from voxmatch.rest.errors import ApiError, detail_item, not_found, queue_full
 from voxmatch.rest.results import Body, ResultRenderer, load_result_arrays, open_file, render_task
 from voxmatch.rest.schemas import ERROR_RESPONSES, TaskAccepted, TaskResponse
@@ -113,7 +114,7 @@ def add_json_task_route(
 
     async def start_task(request: Request) -> Response:
         receiving = time.perf_counter()
-        body = await request.body()
+        body = await read_body(request)
         log.debug(
             "received %d bytes in %.1f ms", len(body), 1000 * (time.perf_counter() - receiving)
         )

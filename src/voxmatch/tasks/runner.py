@@ -229,10 +229,15 @@ class TaskRunner:
         return None if record is None else record.kind
 
     def _run(self, task_id: str, cancelled: threading.Event) -> None:
+        done = False
         try:
-            self._process(task_id, cancelled)
+            done = self._process(task_id, cancelled)
         finally:
             self._finished(task_id)
+        if done:
+            # Once the listeners have answered the clients waiting for the result: unlinking
+            # the inputs of a 50,000-voiceprint comparison (38 MB) took ~10 ms.
+            self.store.discard_inputs(task_id)
 
     def _start(
         self, task_id: str, cancelled: threading.Event
@@ -259,10 +264,11 @@ class TaskRunner:
             return None
         return TaskContext(record, self.store, None, cancelled), None
 
-    def _process(self, task_id: str, cancelled: threading.Event) -> None:
+    def _process(self, task_id: str, cancelled: threading.Event) -> bool:
+        """Run the task; True if it is done (its inputs then kept for `_run` to remove)."""
         started = self._start(task_id, cancelled)
         if started is None:
-            return
+            return False
         context, fresh = started
         record = context.record
         with request_ids(record.request_id, record.correlation_id):
@@ -272,6 +278,7 @@ class TaskRunner:
                     log.info(
                         "task %s done in %.1f ms", task_id, 1000 * (time.perf_counter() - began)
                     )
+                    return True
             except TaskRejected as rejection:
                 log.info("task %s rejected: %s", task_id, rejection.message)
                 self._observe(record, TaskState.REJECTED, None)
@@ -284,7 +291,7 @@ class TaskRunner:
             except Exception as error:  # noqa: BLE001 - any failure fails the task, logged
                 if context.should_stop():
                     log.info("task %s stopped: cancelled", task_id)
-                    return
+                    return False
                 log.error("task %s failed: %s\n%s", task_id, error, traceback.format_exc().rstrip())
                 self._observe(record, TaskState.FAILED, None)
                 self._finish_with_error(
@@ -293,6 +300,7 @@ class TaskRunner:
                     TaskState.FAILED,
                     stored_error(INTERNAL, f"processing failed: {type(error).__name__}: {error}"),
                 )
+        return False
 
     def _complete(self, context: TaskContext, fresh: FreshTask | None) -> bool:
         """Run the handler, store the result; False if the task went away meanwhile."""
@@ -307,7 +315,7 @@ class TaskRunner:
         # Counted before the state is visible, so that a client that sees the task done also
         # sees it in the metrics (a task removed in between is then counted, but not shown).
         self._observe(record, TaskState.DONE, outcome)
-        return self.store.mark_done(record.id, outcome.result)
+        return self.store.mark_done(record.id, outcome.result, keep_inputs=True)
 
     def _finish_with_error(
         self, task_id: str, fresh: FreshTask | None, state: TaskState, error: JsonObject

@@ -245,10 +245,11 @@ class TaskStore:
             return False  # the task was deleted while its result was being written
         return True
 
-    def mark_done(self, task_id: str, result: JsonObject) -> bool:
+    def mark_done(self, task_id: str, result: JsonObject, *, keep_inputs: bool = False) -> bool:
         """Flip the row to done (its result arrays already written); False if it is gone or
-        already finished."""
-        return self._finish(task_id, TaskState.DONE, result=result)
+        already finished. Its input files are removed, unless `keep_inputs` leaves that to a
+        later `discard_inputs`."""
+        return self._finish(task_id, TaskState.DONE, result=result, keep_inputs=keep_inputs)
 
     def mark_finished_with_error(self, task_id: str, state: TaskState, error: JsonObject) -> bool:
         if state not in (TaskState.FAILED, TaskState.REJECTED):
@@ -262,6 +263,7 @@ class TaskStore:
         *,
         result: JsonObject | None = None,
         error: JsonObject | None = None,
+        keep_inputs: bool = False,
     ) -> bool:
         """Move an unfinished task to `state`; False if it is gone or already finished (a
         finished task is never overwritten, whoever tries)."""
@@ -282,8 +284,8 @@ class TaskStore:
                 ),
             )
             finished = cursor.rowcount == 1
-        if finished:
-            self._discard_inputs(task_id)
+        if finished and not keep_inputs:
+            self.discard_inputs(task_id)
         return finished
 
     def requeue(self, task_id: str, *, count_attempt: bool = True) -> None:
@@ -386,7 +388,8 @@ class TaskStore:
         # sees the pages of a plain write, and the kernel writes them back in its own time.
         os.replace(_partial(path), path)
 
-    def _discard_inputs(self, task_id: str) -> None:
+    def discard_inputs(self, task_id: str) -> None:
+        """Remove a finished task's input files (the row says it needs them no more)."""
         folder = self.task_dir(task_id)
         for path in folder.glob("in.*"):
             path.unlink(missing_ok=True)
