@@ -44,6 +44,7 @@ def build_runner(
             memory_budget=settings.memory_budget_bytes,
             extractor=extractor,
             max_audio_seconds=settings.max_audio_seconds,
+            cluster_address=settings.ray_address,
         ),
         workers=settings.workers,
         queue_capacity=settings.queue_capacity,
