@@ -7,9 +7,12 @@ idempotent, so the server, its task handlers and `voxmatch extract --ray` share 
 Nothing here waits long on a cluster that is not there. `ray.init` towards an address where
 nothing listens retries for minutes, and `ray.nodes()` of a driver whose cluster went away
 blocks: `connect` first opens a TCP connection to the head's port with a short timeout, and
-`status` asks Ray only once that port answers, on a thread it waits for a bounded time. Once
-the cluster is seen gone (`lost`), the next `connect` joins it afresh, so work may succeed
-again when it is back.
+`status` asks the cluster's GCS only once that port answers, with a deadline. Once the cluster
+is seen gone, the next `connect` joins it afresh, so work may succeed again when it is back.
+
+A driver whose local raylet died terminates its own process at its next use of the object
+store: a process that must outlive its cluster (the server) does not `connect`; it runs its
+Ray work in a child process (see voxmatch.ray_comparison) and asks `status`.
 """
 
 from __future__ import annotations
@@ -47,9 +50,8 @@ _lock = threading.Lock()
 _connected_to: str | None = None
 _gcs_address: str | None = None
 """HOST:PORT of the connected cluster's GCS (what `auto` resolved to)."""
-_stale = False
-"""The connected cluster was seen gone: the next `connect` joins afresh."""
-_nodes_query: threading.Thread | None = None
+_ALIVE = 0
+"""`GcsNodeInfo.state` of a live node (Ray's protobuf enum)."""
 
 
 class ClusterUnreachable(RuntimeError):
@@ -79,12 +81,12 @@ class ClusterStatus:
 
 
 def connect(address: str) -> None:
-    """Join the cluster at `address` as a driver (once per process; later calls with the same
-    address do nothing while it stays up). Raises ClusterUnreachable, within seconds, when no
-    cluster answers there."""
-    global _connected_to, _gcs_address, _stale
+    """Join the cluster at `address` as a driver (once per process: later calls with the same
+    address do nothing while its head answers, and join afresh once it went away). Raises
+    ClusterUnreachable, within seconds, when no cluster answers there."""
+    global _connected_to, _gcs_address
     with _lock:
-        if _connected_to == address and not _stale:
+        if _connected_to == address and _head_answers(address, _gcs_address):
             return
         for name, value in _DRIVER_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
@@ -105,23 +107,18 @@ def connect(address: str) -> None:
             )
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ClusterUnreachable(f"no Ray cluster answers at {address}: {error}") from None
-        _connected_to, _stale = address, False
+        _connected_to = address
         _gcs_address = ray.get_runtime_context().gcs_address
-
-
-def lost(address: str) -> None:
-    """Say the cluster at `address` went away (work on it failed for that): the next `connect`
-    joins it afresh instead of trusting the old connection."""
-    global _stale
-    with _lock:
-        if _connected_to == address:
-            _stale = True
 
 
 def answers(address: str) -> bool:
     """Whether the connected cluster's head still accepts connections (a quick TCP check)."""
     with _lock:
         gcs_address = _gcs_address if _connected_to == address else None
+    return _head_answers(address, gcs_address)
+
+
+def _head_answers(address: str, gcs_address: str | None) -> bool:
     try:
         _check_port(address, gcs_address)
     except ClusterUnreachable:
@@ -130,49 +127,32 @@ def answers(address: str) -> bool:
 
 
 def status(address: str) -> ClusterStatus:
-    """The cluster's live nodes and CPUs, or why it cannot be reached; within a few seconds."""
+    """The cluster's live nodes and CPUs, or why it cannot be reached; within a few seconds.
+
+    Asks the cluster's GCS directly, as `ray status` does, without joining as a driver: the
+    server stays out of the cluster, and a cluster gone away costs it one refused connection.
+    """
+    for name, value in _DRIVER_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.exceptions import RpcError
+
     try:
-        connect(address)
-        if not answers(address):
-            lost(address)
-            raise ClusterUnreachable(f"the Ray cluster at {address} went away")
-        nodes = _alive_nodes(address)
+        gcs_address = _resolve(address)
+        if gcs_address is None:
+            raise ClusterUnreachable(f"no Ray cluster is known to this machine ({address})")
+        _check_port(address, gcs_address)
+        try:
+            nodes = GcsClient(address=gcs_address).get_all_node_info(timeout=STATUS_TIMEOUT_SECONDS)
+        except (RpcError, ConnectionError) as error:
+            raise ClusterUnreachable(
+                f"the Ray cluster at {address} does not answer ({type(error).__name__})"
+            ) from None
     except ClusterUnreachable as error:
         return ClusterStatus(address, reachable=False, error=str(error))
-    cpus = float(sum(node.get("Resources", {}).get("CPU", 0.0) for node in nodes))
-    return ClusterStatus(address, reachable=True, nodes=len(nodes), cpus=cpus)
-
-
-def _alive_nodes(address: str) -> list[dict[str, Any]]:
-    """`ray.nodes()` of the live nodes, on a thread waited for `STATUS_TIMEOUT_SECONDS`: a
-    query that does not answer is left to finish on its own, and no second one is started
-    while it runs."""
-    global _nodes_query
-    import ray
-
-    answer: list[list[dict[str, Any]]] = []
-    failure: list[BaseException] = []
-
-    def query() -> None:
-        try:
-            answer.append(ray.nodes())  # type: ignore[no-untyped-call]
-        except Exception as error:  # noqa: BLE001 - Ray raises several kinds once the GCS is gone
-            failure.append(error)
-
-    with _lock:
-        if _nodes_query is not None and _nodes_query.is_alive():
-            raise ClusterUnreachable(f"the Ray cluster at {address} does not answer")
-        _nodes_query = threading.Thread(target=query, name="ray-nodes", daemon=True)
-        _nodes_query.start()
-        running = _nodes_query
-    running.join(STATUS_TIMEOUT_SECONDS)
-    if running.is_alive():
-        raise ClusterUnreachable(f"the Ray cluster at {address} does not answer")
-    if failure or not answer:
-        lost(address)
-        kind = type(failure[0]).__name__ if failure else "no answer"
-        raise ClusterUnreachable(f"the Ray cluster at {address} went away ({kind})")
-    return [node for node in answer[0] if node.get("Alive")]
+    alive = [node for node in nodes.values() if node.state == _ALIVE]
+    cpus = float(sum(node.resources_total.get("CPU", 0.0) for node in alive))
+    return ClusterStatus(address, reachable=True, nodes=len(alive), cpus=cpus)
 
 
 def _resolve(address: str) -> str | None:
