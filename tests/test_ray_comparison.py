@@ -152,16 +152,16 @@ class TestOnASharedCluster:
         servers: tuple[RunningServer, RunningServer],
     ) -> None:
         on_ray, local = servers
-        a, b = random_voiceprints(1500, seed=3), random_voiceprints(1100, seed=4)
+        a, b = random_voiceprints(3000, seed=3), random_voiceprints(1500, seed=4)
         k = 5
         _, ray_result = done(on_ray.client(timeout=300), request(a, b, top_k=k))
         _, local_result = done(local.client(timeout=300), request(a, b, top_k=k))
         full = expected_scores(a, b)
         for result in (ray_result, local_result):
-            assert (result["top_k"]["rows_count"], result["top_k"]["k"]) == (1100, k)
-        ray_indices = np.array(ray_result["top_k"]["indices"]).reshape(1100, k)
-        ray_scores = np.array(ray_result["top_k"]["scores"], np.float32).reshape(1100, k)
-        local_scores = np.array(local_result["top_k"]["scores"], np.float32).reshape(1100, k)
+            assert (result["top_k"]["rows_count"], result["top_k"]["k"]) == (1500, k)
+        ray_indices = np.array(ray_result["top_k"]["indices"]).reshape(1500, k)
+        ray_scores = np.array(ray_result["top_k"]["scores"], np.float32).reshape(1500, k)
+        local_scores = np.array(local_result["top_k"]["scores"], np.float32).reshape(1500, k)
         # Near-equal scores may swap places between two runs: the ranked scores must agree, and
         # each index the cluster gave must point at the score it gave.
         assert_scores_close(ray_scores, local_scores)
@@ -220,8 +220,8 @@ def test_a_lost_cluster_fails_comparisons_cleanly(tmp_path: Path) -> None:
         server = ray_server(tmp_path / "data", own)
         try:
             client = server.client(timeout=300)
-            a, b = random_voiceprints(300, seed=7), random_voiceprints(200, seed=8)
-            done(client, request(a, b))
+            a, b = random_voiceprints(3000, seed=7), random_voiceprints(2000, seed=8)
+            assert status(server)["reachable"] is True
             address = own.address
             own.shutdown()  # type: ignore[no-untyped-call]
             accepted = client.post(COMPARISON, json=request(a, b))

@@ -30,7 +30,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from voxmatch import cluster
-from voxmatch.blocked_comparison import BlockedComparison, BlockedResult, Side
+from voxmatch.blocked_comparison import BlockedComparison, BlockedResult, LocalExecutor, Side
 from voxmatch.scoring import Traits
 from voxmatch.stopping import StopCheck, Stopped, check
 
@@ -45,6 +45,10 @@ STORE_SHARE = 4
 
 POLL_SECONDS = 0.2
 """How often a wait looks up whether the task was cancelled or the other side went away."""
+
+LOCAL_BELOW_SCORES = 1 << 22
+"""Comparisons of fewer scores (about 2,000 x 2,000) run in the server: a driver process and
+the cluster's round trips cost about a second, and such a comparison takes tens of ms here."""
 
 _STOP = "stop"
 
@@ -67,7 +71,7 @@ class _ResultFile:
 
 class RayExecutor:
     """Runs comparison blocks on the Ray cluster at `address`, from a driver process of its own
-    per comparison."""
+    per comparison; small comparisons (`LOCAL_BELOW_SCORES`) run in this thread."""
 
     def __init__(self, address: str, window: int | None = None) -> None:
         self.address = address
@@ -76,6 +80,9 @@ class RayExecutor:
     def run(
         self, comparison: BlockedComparison, result: BlockedResult, should_stop: StopCheck
     ) -> None:
+        if len(comparison.rows) * len(comparison.columns) < LOCAL_BELOW_SCORES:
+            LocalExecutor().run(comparison, result, should_stop)
+            return
         check(should_stop, "comparison")
         array = result.array()
         assert array.filename is not None  # the task's result file, opened by the store
