@@ -43,6 +43,13 @@ RELEASE_BYTES = 256 * 1024 * 1024
 this process (they stay in the page cache, dirty until written back): a 10 GB result would
 otherwise count 10 GB in the server's resident memory by the time it is done."""
 
+BAND_ROWS = 1024
+"""Rows of the result file a transposed block is written into at a time, then unmapped."""
+
+FAULT_AROUND_BYTES = 64 * 1024
+"""What the kernel maps around a faulting page of a file already in the page cache (Linux's
+fault_around_bytes, 64 KB by default)."""
+
 ResultOpener = Callable[[tuple[int, int], np.dtype[Any]], "np.memmap[Any, np.dtype[Any]]"]
 """Opens the result file, memory-mapped, for a result of that shape and dtype."""
 
@@ -182,8 +189,15 @@ class BlockedResult:
         """Put a block's result in place (a no-op for one computed `in_place`)."""
         array = self.array()
         if self.transposed:
-            array[:, block] = values.T
-        elif not np.shares_memory(array, values):
+            # A block is a strip of columns: a few hundred bytes of every row of the file, and
+            # each page fault maps up to FAULT_AROUND_BYTES around it. Written and unmapped a
+            # band of rows at a time, the strip never maps more than a band's pages.
+            for first in range(0, array.shape[0], BAND_ROWS):
+                last = min(first + BAND_ROWS, array.shape[0])
+                array[first:last, block] = values[:, first:last].T
+                self._unmap(array, first, last)
+            return
+        if not np.shares_memory(array, values):
             array[block] = values
         self._unreleased += values.nbytes
         if self._unreleased >= RELEASE_BYTES:
@@ -194,6 +208,20 @@ class BlockedResult:
         self._unreleased = 0
         if self._array is not None and isinstance(self._array.base, mmap.mmap):
             self._array.base.madvise(mmap.MADV_DONTNEED)
+
+    @staticmethod
+    def _unmap(array: np.memmap[Any, np.dtype[Any]], first: int, last: int) -> None:
+        """Unmap the pages of rows first..last (and those mapped around them)."""
+        mapping = array.base
+        if not isinstance(mapping, mmap.mmap):
+            return
+        row_bytes = array.strides[0]
+        # np.memmap maps from the allocation boundary at or before the array's offset.
+        leading = array.offset % mmap.ALLOCATIONGRANULARITY
+        start = max(0, leading + first * row_bytes - FAULT_AROUND_BYTES)
+        start -= start % mmap.PAGESIZE
+        stop = min(len(mapping), leading + last * row_bytes + FAULT_AROUND_BYTES)
+        mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
 class BlockExecutor(Protocol):
