@@ -4,6 +4,7 @@ results over REST as the local runner's, a node lost mid-comparison, the cluster
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,3 +242,27 @@ def test_a_lost_cluster_fails_comparisons_cleanly(tmp_path: Path) -> None:
             assert server.process.poll() is None
         finally:
             server.stop()
+
+
+def test_nothing_at_the_address_fails_comparisons_cleanly(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    # Nothing listens there now: Ray alone would retry for minutes.
+    server = start_server(
+        tmp_path / "data",
+        {**LOOPBACK_RAY_ENVIRONMENT, **SMALL_BLOCKS, "VOXMATCH_RAY_ADDRESS": address},
+    )
+    try:
+        runner = status(server)
+        assert runner["reachable"] is False, runner
+        assert address in runner["error"], runner
+        client = server.client()
+        a, b = random_voiceprints(3000, seed=11), random_voiceprints(2000, seed=12)
+        accepted = client.post(COMPARISON, json=request(a, b))
+        assert accepted.status_code == 202, accepted.text
+        answer = wait_for_task(client, accepted.headers["location"], timeout=120).json()
+        assert answer["task"]["state"] == "failed", answer
+        assert f"no Ray cluster answers at {address}" in answer["error"]["message"], answer
+    finally:
+        server.stop()
