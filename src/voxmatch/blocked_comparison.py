@@ -43,8 +43,11 @@ RELEASE_BYTES = 256 * 1024 * 1024
 this process (they stay in the page cache, dirty until written back): a 10 GB result would
 otherwise count 10 GB in the server's resident memory by the time it is done."""
 
-BAND_ROWS = 1024
-"""Rows of the result file a transposed block is written into at a time, then unmapped."""
+BAND_COLUMNS = 1024
+"""Columns of a transposed result written at once: a 4 KB page of float32 of each row."""
+
+ROWS_PER_WRITE = 1024
+"""Rows of the result file a transposed band is written into at a time, then unmapped."""
 
 FAULT_AROUND_BYTES = 64 * 1024
 """What the kernel maps around a faulting page of a file already in the page cache (Linux's
@@ -172,6 +175,11 @@ class BlockedResult:
             self.shape = (columns, rows) if self.transposed else (rows, columns)
         self._array: np.memmap[Any, np.dtype[Any]] | None = None
         self._unreleased = 0
+        self._plan_rows = rows
+        # Bands are whole blocks, so that every block falls in exactly one band.
+        self._band_rows = comparison.block_rows * -(-BAND_COLUMNS // comparison.block_rows)
+        self._bands: dict[int, tuple[FloatMatrix, int]] = {}
+        """Bands of a transposed result not yet whole: their rows so far, and how many."""
 
     def array(self) -> np.memmap[Any, np.dtype[Any]]:
         if self._array is None:
@@ -187,21 +195,46 @@ class BlockedResult:
 
     def write(self, block: slice, values: npt.NDArray[Any]) -> None:
         """Put a block's result in place (a no-op for one computed `in_place`)."""
-        array = self.array()
         if self.transposed:
-            # A block is a strip of columns: a few hundred bytes of every row of the file, and
-            # each page fault maps up to FAULT_AROUND_BYTES around it. Written and unmapped a
-            # band of rows at a time, the strip never maps more than a band's pages.
-            for first in range(0, array.shape[0], BAND_ROWS):
-                last = min(first + BAND_ROWS, array.shape[0])
-                array[first:last, block] = values[:, first:last].T
-                self._unmap(array, first, last)
+            self._write_into_band(block, values)
             return
+        array = self.array()
         if not np.shares_memory(array, values):
             array[block] = values
         self._unreleased += values.nbytes
         if self._unreleased >= RELEASE_BYTES:
             self.release()
+
+    def _write_into_band(self, block: slice, values: npt.NDArray[Any]) -> None:
+        """Transposed, a block is a strip of columns of the file: its rows of a few hundred
+        bytes each would dirty every page of the file again and again (each written back to
+        disk as often). Blocks are gathered into bands of `BAND_COLUMNS` or more first, and a
+        band is written once it is whole: a page of the file is then dirtied once or twice."""
+        index = block.start // self._band_rows
+        first = index * self._band_rows
+        last = min(first + self._band_rows, self._plan_rows)
+        if (block.start, block.stop) == (first, last):
+            self._write_columns(block, values)
+            return
+        band, filled = self._bands.pop(index, (None, 0))
+        if band is None:
+            band = np.empty((last - first, self.shape[0]), np.float32)
+        band[block.start - first : block.stop - first] = values
+        filled += block.stop - block.start
+        if filled == last - first:
+            self._write_columns(slice(first, last), band)
+        else:
+            self._bands[index] = (band, filled)
+
+    def _write_columns(self, columns: slice, values: npt.NDArray[Any]) -> None:
+        """values.T into columns `columns` of the file, a band of `ROWS_PER_WRITE` rows at a
+        time, each band unmapped once written: a fault maps up to FAULT_AROUND_BYTES of the
+        file around it, and every row of the file is touched."""
+        array = self.array()
+        for first in range(0, array.shape[0], ROWS_PER_WRITE):
+            last = min(first + ROWS_PER_WRITE, array.shape[0])
+            array[first:last, columns] = values[:, first:last].T
+            self._unmap(array, first, last)
 
     def release(self) -> None:
         """Unmap the pages written so far from this process; the page cache keeps them."""
