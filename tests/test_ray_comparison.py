@@ -111,6 +111,22 @@ def expected_scores(a: list[Voiceprint], b: list[Voiceprint]) -> np.ndarray:
     ).T
 
 
+def driver_processes(server: RunningServer) -> list[int]:
+    """The server's spawned children: Ray drivers of comparisons (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        if parent == server.process.pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
 def loaded_libraries(server: RunningServer) -> str:
     return Path(f"/proc/{server.process.pid}/maps").read_text()
 
@@ -176,6 +192,21 @@ class TestOnASharedCluster:
         assert runner["kind"] == "ray"
         assert runner["reachable"] is True, runner
         assert (runner["nodes"], runner["cpus"]) == (2, 2.0)
+
+    def test_a_cancelled_comparison_stops_its_driver(
+        self, servers: tuple[RunningServer, RunningServer]
+    ) -> None:
+        on_ray, _ = servers
+        client = on_ray.client(timeout=300)
+        a, b = random_voiceprints(8000, seed=13), random_voiceprints(3000, seed=14)
+        accepted = client.post(COMPARISON, json=request(a, b))
+        assert accepted.status_code == 202, accepted.text
+        location = accepted.headers["location"]
+        wait_until(lambda: bool(driver_processes(on_ray)), "the comparison's driver process")
+        assert client.delete(location).status_code == 204
+        assert client.get(location).status_code == 404
+        wait_until(lambda: not driver_processes(on_ray), "the driver process to end")
+        assert client.get("/health/ready").status_code == 200
 
     def test_ray_is_loaded_only_by_the_server_given_an_address(
         self, servers: tuple[RunningServer, RunningServer]
