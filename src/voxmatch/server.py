@@ -45,7 +45,7 @@ def build_runner(
             memory_budget=settings.memory_budget_bytes,
             extractor=extractor,
             max_audio_seconds=settings.max_audio_seconds,
-            extraction_cluster=settings if settings.ray_address else None,
+            cluster=settings if settings.ray_address else None,
         ),
         workers=settings.workers,
         queue_capacity=settings.queue_capacity,

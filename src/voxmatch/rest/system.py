@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from voxmatch._version import __version__
+from voxmatch.config import Settings
 from voxmatch.models.registry import known_models
 from voxmatch.rest.schemas import SystemInfo
 from voxmatch.tasks import TaskRunner
@@ -25,10 +26,15 @@ async def system_info() -> dict[str, str]:
 @router.get(
     "/api/system/status",
     summary="Server status",
-    description="Whether the server works, its task queue, and the models it knows.",
+    description=(
+        "Whether the server works, its task queue, the models it knows, and where its work"
+        " runs (`runner`: `local`, or `ray` with the cluster's address, whether it answers, its"
+        " live nodes and CPUs)."
+    ),
 )
 async def system_status(request: Request) -> dict[str, Any]:
     runner: TaskRunner = request.app.state.runner
+    settings: Settings = request.app.state.settings
     counts = await run_in_threadpool(runner.store.counts)
     return {
         "status": "ok",
@@ -43,7 +49,18 @@ async def system_status(request: Request) -> dict[str, Any]:
         "models": [
             {"name": model.name, "embedding_dim": model.embedding_dim} for model in known_models()
         ],
+        "runner": await _runner_status(settings.ray_address),
     }
+
+
+async def _runner_status(ray_address: str | None) -> dict[str, Any]:
+    if ray_address is None:
+        return {"kind": "local"}
+    from voxmatch import cluster
+
+    # On a thread: joining the cluster, or finding it gone, takes up to a few seconds.
+    found = await run_in_threadpool(cluster.status, ray_address)
+    return {"kind": "ray", **found.as_json()}
 
 
 @router.get(
