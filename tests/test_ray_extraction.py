@@ -238,3 +238,28 @@ def test_a_node_lost_in_the_middle_of_a_rest_task_still_gives_its_voiceprints(
             atol=EMBEDDING_TOLERANCE,
         )
     assert "its extraction actor was lost with its node" in server.log()
+
+
+def test_a_lost_cluster_fails_extractions_and_the_server_stays_up(
+    server_factory: ServerFactory,
+) -> None:
+    clip = wav_bytes(speech_clip("FEE083", "trn09"))
+    with local_cluster(nodes=2) as own:
+        address = own.address
+        server = server_factory(cluster_env(address))
+        client = server.client()
+        # The server's driver process has joined the cluster and its actor holds the model.
+        assert extraction_task(client, clip)["task"]["state"] == "done"
+    # A Ray driver ends its own process when its cluster dies: only the server's driver
+    # process may, never the server.
+    body = extraction_task(client, clip)
+    assert body["task"]["state"] == "failed", body
+    message = body["error"]["message"]
+    assert address in message, message
+    assert "Ray cluster" in message, message
+    assert "Traceback" not in message
+    assert "/" not in message.replace(address, "")
+    assert server.process.poll() is None
+    assert client.get("/health/ready").status_code == 200
+    runner = client.get("/api/system/status").json()["runner"]
+    assert runner["reachable"] is False, runner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from voxmatch.audio import AudioError, TimeRange
 from voxmatch.bulk_extraction import ExtractionOptions
@@ -20,6 +21,9 @@ from voxmatch.tasks.kinds import (
 from voxmatch.vectors import vector_voiceprints
 from voxmatch.voiceprint import VoiceprintBatch
 
+if TYPE_CHECKING:
+    from voxmatch.cluster_extraction import ClusterExtraction
+
 EXTRACTION = "extraction"
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,8 @@ def extraction_handler(
     extractor: SharedExtractor, max_audio_seconds: float, on_cluster: Settings | None = None
 ) -> Handler:
     """With `on_cluster` (settings whose `ray_address` is set), each file is extracted by an
-    actor of that cluster (`extraction_actors`), which loads the model of those settings.
+    actor of that cluster (`extraction_actors`), which loads the model of those settings, from
+    the server's driver process (`cluster_extraction`).
 
     Params: channel_mode ("split" | "mix"), channels (list of ints or None),
     include_vector_voiceprint (bool), and optionally max_speech_length, start, end (seconds).
@@ -41,10 +46,16 @@ def extraction_handler(
     holds the channels' vector voiceprints in order (a zero row for a channel of no speech).
     """
 
+    on_the_cluster = None
+    if on_cluster is not None:
+        from voxmatch.cluster_extraction import ClusterExtraction
+
+        on_the_cluster = ClusterExtraction(on_cluster)
+
     def extract(context: TaskContext) -> TaskOutcome:
         params = context.params
-        if on_cluster is not None:
-            results = _extract_on_cluster(context, on_cluster, max_audio_seconds)
+        if on_the_cluster is not None:
+            results = _extract_on_cluster(context, on_the_cluster, max_audio_seconds)
         else:
             results = _extract_here(context, extractor, max_audio_seconds)
         channels = [
@@ -101,14 +112,10 @@ def _extract_here(
 
 
 def _extract_on_cluster(
-    context: TaskContext, settings: Settings, max_audio_seconds: float
+    context: TaskContext, on_the_cluster: ClusterExtraction, max_audio_seconds: float
 ) -> list[ChannelExtraction]:
     """The stored file's bytes go to an actor through the object store (the nodes need not
     share this disk); they are at most `max_upload_bytes`, the limit of the upload."""
-    from voxmatch import cluster
-    from voxmatch.extraction_actors import server_actors
-
-    assert settings.ray_address is not None
     params = context.params
     options = ExtractionOptions(
         channel_mode=params["channel_mode"],
@@ -118,17 +125,14 @@ def _extract_on_cluster(
         max_duration=max_audio_seconds,
     )
 
-    def retrying(error: Exception) -> None:
+    def retrying(error_name: str) -> None:
         log.warning(
             "task %s: its extraction actor was lost with its node (%s); another takes the file",
             context.record.id,
-            type(error).__name__,
+            error_name,
         )
 
-    cluster.connect(settings.ray_address)
-    outcome = server_actors(settings.ray_address, settings).extract(
-        context.file("audio").read_bytes(), options, context.should_stop, retrying
-    )
+    outcome = on_the_cluster.extract(context.file("audio"), options, context.should_stop, retrying)
     if outcome.media_invalid:
         raise _rejected(outcome.problem or "")
     if outcome.problem is not None:
