@@ -14,7 +14,10 @@ sustained end to end.
 `--huge` adds 50,000 x 50,000 (10 GB of float32) with the local runner to a `.npy` on disk,
 reporting the server's peak resident memory (VmHWM; target under 2 GB).
 
-    .venv/bin/python -m bench.scale [--size 20000] [--repeats 2] [--huge]
+`--extraction` then runs bench.scale_extraction (bulk extraction throughput locally and on Ray
+against bare inference; see its own options there).
+
+    .venv/bin/python -m bench.scale [--size 20000] [--repeats 2] [--huge] [--extraction]
 """
 
 from __future__ import annotations
@@ -34,18 +37,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from bench import scale_extraction
 from bench._common import memory_status, random_voiceprints, server_process
 from voxmatch.blocked_comparison import BlockedComparison, Side
+from voxmatch.cluster import LOOPBACK_ONLY_ENVIRONMENT as LOOPBACK_RAY_ENVIRONMENT
 from voxmatch.models.registry import describe
 from voxmatch.scoring import DEFAULT_MEMORY_BUDGET, Traits, score_matrix
 from voxmatch.voiceprint import decode_base64_batch
 
 PATH = "/api/technology/speaker-identification-voiceprint-comparison"
 NPY = "application/x-npy"
-LOOPBACK_RAY_ENVIRONMENT = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 COPY_BYTES = 16 << 20
 
 
@@ -205,11 +206,18 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--huge", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--extraction",
+        action="store_true",
+        help="then bulk extraction throughput, locally and on Ray (bench.scale_extraction)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="voxmatch-scale-") as folder:
         compare_runners(args.size, Path(folder), args.repeats)
         if args.huge:
             huge(Path(folder))
+    if args.extraction:
+        return scale_extraction.main([])
     return 0
 
 

@@ -36,14 +36,9 @@ import soundfile
 from threadpoolctl import threadpool_limits
 
 from tools import corpora
+from voxmatch.cluster import LOOPBACK_ONLY_ENVIRONMENT as LOOPBACK_RAY_ENVIRONMENT
 from voxmatch.extraction import load_extractor
 from voxmatch.models.registry import DEFAULT_MODEL_NAME
-
-LOOPBACK_RAY_ENVIRONMENT = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-"""Every Ray process on 127.0.0.1 (see tests/_ray_cluster.py)."""
 
 SAMPLE_SECONDS = 0.2
 """How often the CPU time of the Ray actors is read while a run goes on."""
@@ -134,12 +129,12 @@ def report(
     return ratio
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=4, help="times each file is extracted")
     parser.add_argument("--processes", type=int, default=2, help="local worker processes")
     parser.add_argument("--nodes", type=int, default=2, help="simulated Ray nodes (1 CPU each)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     env = {
         **os.environ,
         **LOOPBACK_RAY_ENVIRONMENT,

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from voxmatch.cluster import LOOPBACK_ONLY_ENVIRONMENT
+
 if TYPE_CHECKING:
     from ray.cluster_utils import Cluster
 
-LOOPBACK_RAY_ENVIRONMENT = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
+LOOPBACK_RAY_ENVIRONMENT = LOOPBACK_ONLY_ENVIRONMENT
 """For this process and for every server or CLI a test starts against the cluster."""
 
 

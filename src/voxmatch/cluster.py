@@ -35,6 +35,14 @@ unreachable: a loaded head on a LAN answers in milliseconds."""
 STATUS_TIMEOUT_SECONDS = 2.0
 """How long `status` waits for the cluster's list of nodes, so the status endpoint stays fast."""
 
+LOOPBACK_ONLY_ENVIRONMENT = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+"""With these in the environment of every Ray process (the cluster's and voxmatch's), Ray uses
+127.0.0.1 for everything instead of the machine's network address: a cluster of one machine
+for trying voxmatch out, the tests and the benchmarks (docs/scale-out.md)."""
+
 _DRIVER_ENVIRONMENT = {
     # voxmatch runs offline and sends nothing anywhere.
     "RAY_USAGE_STATS_ENABLED": "0",
