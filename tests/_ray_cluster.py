@@ -40,3 +40,12 @@ def local_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.shutdown()  # type: ignore[no-untyped-call]
+
+
+def assert_clear_cluster_failure(message: str, address: str) -> None:
+    """A task's error when its cluster went away: names the cluster, in words, with no
+    traceback and no path of the server's."""
+    assert address in message, message
+    assert "Ray cluster" in message, message
+    assert "Traceback" not in message
+    assert "/" not in message.replace(address, ""), message

@@ -33,7 +33,7 @@ from _helpers import (
     wait_for_task,
     wait_until,
 )
-from _ray_cluster import LOOPBACK_RAY_ENVIRONMENT, local_cluster
+from _ray_cluster import LOOPBACK_RAY_ENVIRONMENT, assert_clear_cluster_failure, local_cluster
 from tools import corpora
 from voxmatch import Voiceprint
 from voxmatch import extract as extract_here
@@ -101,6 +101,21 @@ def extraction_task(client: httpx.Client, content: bytes) -> dict[str, Any]:
     return body
 
 
+def assert_channels_are(channels: list[dict[str, Any]], expected: list[Voiceprint]) -> None:
+    """A REST result's channels hold the voiceprints of local extraction (EMBEDDING_TOLERANCE:
+    another process's onnxruntime)."""
+    assert len(channels) == len(expected)
+    for channel, reference in zip(channels, expected, strict=True):
+        voiceprint = Voiceprint.from_base64(channel["voiceprint"])
+        assert voiceprint.speech_length == pytest.approx(reference.speech_length, abs=1e-3)
+        np.testing.assert_allclose(
+            voiceprint.embedding,
+            reference.embedding,
+            rtol=EMBEDDING_TOLERANCE,
+            atol=EMBEDDING_TOLERANCE,
+        )
+
+
 def test_rest_extraction_on_the_cluster_gives_the_local_voiceprint(
     cluster: Cluster, server_factory: ServerFactory
 ) -> None:
@@ -112,15 +127,7 @@ def test_rest_extraction_on_the_cluster_gives_the_local_voiceprint(
     assert body["task"]["state"] == "done", body
     channels = body["result"]["channels"]
     assert [channel["channel_number"] for channel in channels] == [0, 1]
-    for channel, reference in zip(channels, expected, strict=True):
-        voiceprint = Voiceprint.from_base64(channel["voiceprint"])
-        assert voiceprint.speech_length == pytest.approx(reference.speech_length, abs=1e-3)
-        np.testing.assert_allclose(
-            voiceprint.embedding,
-            reference.embedding,
-            rtol=EMBEDDING_TOLERANCE,
-            atol=EMBEDDING_TOLERANCE,
-        )
+    assert_channels_are(channels, expected)
     rejected = extraction_task(client, b"this is not audio at all, just text\n" * 10)
     assert rejected["task"]["state"] == "rejected", rejected
     error = rejected["error"]
@@ -228,15 +235,7 @@ def test_a_node_lost_in_the_middle_of_a_rest_task_still_gives_its_voiceprints(
     finally:
         cluster.shutdown()  # type: ignore[no-untyped-call]
     assert body["task"]["state"] == "done", body
-    for channel, reference in zip(body["result"]["channels"], expected, strict=True):
-        voiceprint = Voiceprint.from_base64(channel["voiceprint"])
-        assert voiceprint.speech_length == pytest.approx(reference.speech_length, abs=1e-3)
-        np.testing.assert_allclose(
-            voiceprint.embedding,
-            reference.embedding,
-            rtol=EMBEDDING_TOLERANCE,
-            atol=EMBEDDING_TOLERANCE,
-        )
+    assert_channels_are(body["result"]["channels"], expected)
     assert "its extraction actor was lost with its node" in server.log()
 
 
@@ -255,10 +254,7 @@ def test_a_lost_cluster_fails_extractions_and_the_server_stays_up(
     body = extraction_task(client, clip)
     assert body["task"]["state"] == "failed", body
     message = body["error"]["message"]
-    assert address in message, message
-    assert "Ray cluster" in message, message
-    assert "Traceback" not in message
-    assert "/" not in message.replace(address, "")
+    assert_clear_cluster_failure(message, address)
     assert server.process.poll() is None
     assert client.get("/health/ready").status_code == 200
     runner = client.get("/api/system/status").json()["runner"]
