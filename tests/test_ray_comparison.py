@@ -17,8 +17,11 @@ from _helpers import (
     COMPARISON,
     RunningServer,
     assert_scores_close,
+    hold_the_worker,
+    model_env,
     random_voiceprints,
     start_server,
+    task_state,
     wait_for_task,
     wait_until,
 )
@@ -219,6 +222,35 @@ class TestOnASharedCluster:
         # Importing ray loads its core library into the process.
         assert "_raylet" in loaded_libraries(on_ray)
         assert "_raylet" not in loaded_libraries(local)
+
+    def test_a_comparison_accepted_before_a_crash_completes_on_the_cluster_after_restart(
+        self, cluster: Cluster, tmp_path: Path
+    ) -> None:
+        # One worker, held by a long extraction (on the cluster too), so that the comparison
+        # is still waiting, stored and acknowledged, when the server is killed.
+        one_worker = {**model_env(), "VOXMATCH_WORKERS": "1"}
+        first = ray_server(tmp_path / "data", cluster, **one_worker)
+        try:
+            client = first.client(timeout=300)
+            holding = hold_the_worker(client)
+            a, b = random_voiceprints(3000, seed=21), random_voiceprints(2000, seed=22)
+            accepted = client.post(COMPARISON, json=request(a, b))
+            assert accepted.status_code == 202, accepted.text
+            location = accepted.headers["location"]
+            assert task_state(client, location) == "pending"
+            assert task_state(client, holding) == "running", "the holding task ended too soon"
+            first.kill()
+        finally:
+            first.stop()
+        again = ray_server(first.data_dir, cluster, **one_worker)
+        try:
+            client = again.client(timeout=300)
+            assert client.delete(holding).status_code == 204
+            answer = wait_for_task(client, location, timeout=300).json()
+            assert answer["task"]["state"] == "done", answer
+            assert_scores_close(as_matrix(answer["result"]), expected_scores(a, b))
+        finally:
+            again.stop()
 
 
 def some_scores_written(server: RunningServer, location: str) -> bool:
