@@ -39,7 +39,8 @@ ensure_chromium() {
     [ -x /usr/bin/chromium ] && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing chromium (for the browser tests of the web page)" >&2
-        apt-get install -y -q chromium >&2 || { apt-get update -q >&2 && apt-get install -y -q chromium >&2; } ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >&2 ||
+            { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >&2; } ||
             echo "could not install chromium: the browser tests (tests/web) will fail" >&2
     else
         echo "the browser tests need chromium: sudo apt-get install chromium" >&2
