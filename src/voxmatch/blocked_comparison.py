@@ -53,7 +53,7 @@ FAULT_AROUND_BYTES = 64 * 1024
 """What the kernel maps around a faulting page of a file already in the page cache (Linux's
 fault_around_bytes, 64 KB by default)."""
 
-ResultOpener = Callable[[tuple[int, int], np.dtype[Any]], "np.memmap[Any, np.dtype[Any]]"]
+ResultOpener = Callable[[tuple[int, int], np.dtype[Any]], npt.NDArray[Any]]
 """Opens the result file, memory-mapped, for a result of that shape and dtype."""
 
 
@@ -173,7 +173,7 @@ class BlockedResult:
             self.shape = (rows, comparison.top_k)
         else:
             self.shape = (columns, rows) if self.transposed else (rows, columns)
-        self._array: np.memmap[Any, np.dtype[Any]] | None = None
+        self._array: npt.NDArray[Any] | None = None
         self._unreleased = 0
         self._plan_rows = rows
         # Bands are whole blocks, so that every block falls in exactly one band.
@@ -181,7 +181,7 @@ class BlockedResult:
         self._bands: dict[int, tuple[FloatMatrix, int]] = {}
         """Bands of a transposed result not yet whole: their rows so far, and how many."""
 
-    def array(self) -> np.memmap[Any, np.dtype[Any]]:
+    def array(self) -> npt.NDArray[Any]:
         if self._array is None:
             self._array = self._open(self.shape, self.dtype)
         return self._array
@@ -243,11 +243,11 @@ class BlockedResult:
             self._array.base.madvise(mmap.MADV_DONTNEED)
 
     @staticmethod
-    def _unmap(array: np.memmap[Any, np.dtype[Any]], first: int, last: int) -> None:
+    def _unmap(array: npt.NDArray[Any], first: int, last: int) -> None:
         """Unmap the pages of rows first..last (and those mapped around them)."""
         mapping = array.base
-        if not isinstance(mapping, mmap.mmap):
-            return
+        if not isinstance(array, np.memmap) or not isinstance(mapping, mmap.mmap):
+            return  # a small result, in memory until it is written
         row_bytes = array.strides[0]
         # np.memmap maps from the allocation boundary at or before the array's offset.
         leading = array.offset % mmap.ALLOCATIONGRANULARITY

@@ -85,7 +85,9 @@ class RayExecutor:
             return
         check(should_stop, "comparison")
         array = result.array()
-        assert array.filename is not None  # the task's result file, opened by the store
+        # The task's result file, opened by the store (results this large are never in memory).
+        assert isinstance(array, np.memmap)
+        assert array.filename is not None
         target = _ResultFile(
             str(array.filename), array.offset, result.shape, result.dtype, result.transposed
         )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
 from voxmatch.blocked_comparison import TOP_K_DTYPE as TOP_K_DTYPE
 from voxmatch.blocked_comparison import TOP_K_ROWS as TOP_K_ROWS
 from voxmatch.blocked_comparison import (
@@ -23,6 +28,13 @@ from voxmatch.tasks.voiceprint_jobs import voiceprint_handlers
 
 COMPARISON = "comparison"
 
+IN_MEMORY_RESULT_BYTES = 8 << 20
+"""Results up to this size (2,097,152 float32 scores) are computed in memory and written to
+their file once, when done: a mapped result file is written whole as zeros first, then faulted
+in page by page, which costs a 1000 x 1000 comparison more than the one write (the mapped file
+is what keeps large results from existing twice). Well below `ray_comparison`'s threshold, so
+the Ray runner always gets a file."""
+
 
 def comparison_handler(memory_budget: int, executor: BlockExecutor | None = None) -> Handler:
     """Scores of every pair of inputs `a` and `b`. Rows follow `a` unless the task's params say
@@ -33,7 +45,8 @@ def comparison_handler(memory_budget: int, executor: BlockExecutor | None = None
     The comparison runs in row blocks (voxmatch.blocked_comparison) on `executor` (in this
     thread when None, or on a Ray cluster), each block written straight into the result file
     (memory-mapped) as it is done, so the matrix exists once, and no full-size copy is made to
-    transpose it. The matrix products are always those of `score_matrix(a, b)`, row blocks of
+    transpose it (a result of at most IN_MEMORY_RESULT_BYTES is filled in memory instead, and
+    written once). The matrix products are always those of `score_matrix(a, b)`, row blocks of
     `a` against all of `b`, and each block is transposed into place when rows follow `b`:
     matrix products of differently shaped inputs may round differently in the last bit, and a
     pair must score the same whichever interface asked (gRPC computes `score_matrix(a, b)`).
@@ -52,10 +65,14 @@ def comparison_handler(memory_budget: int, executor: BlockExecutor | None = None
             comparison = BlockedComparison.best_of_a(
                 side_a, side_b, calibration, int(top_k), memory_budget
             )
+
+        def open_result(shape: tuple[int, int], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+            if shape[0] * shape[1] * dtype.itemsize <= IN_MEMORY_RESULT_BYTES:
+                return np.empty(shape, dtype)
+            return context.result_array("scores", shape, dtype)
+
         result = BlockedResult(
-            comparison,
-            lambda shape, dtype: context.result_array("scores", shape, dtype),
-            transposed=context.params.get("rows") == "b",
+            comparison, open_result, transposed=context.params.get("rows") == "b"
         )
         run_blocks.run(comparison, result, context.should_stop)
         scores = result.array()
