@@ -32,8 +32,9 @@ IN_MEMORY_RESULT_BYTES = 8 << 20
 """Results up to this size (2,097,152 float32 scores) are computed in memory and written to
 their file once, when done: a mapped result file is written whole as zeros first, then faulted
 in page by page, which costs a 1000 x 1000 comparison more than the one write (the mapped file
-is what keeps large results from existing twice). Well below `ray_comparison`'s threshold, so
-the Ray runner always gets a file."""
+is what keeps large results from existing twice). With the local runner only: the Ray runner's
+driver process writes into the file (and a top_k result is small whatever the scores behind
+it)."""
 
 
 def comparison_handler(memory_budget: int, executor: BlockExecutor | None = None) -> Handler:
@@ -67,7 +68,8 @@ def comparison_handler(memory_budget: int, executor: BlockExecutor | None = None
             )
 
         def open_result(shape: tuple[int, int], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-            if shape[0] * shape[1] * dtype.itemsize <= IN_MEMORY_RESULT_BYTES:
+            result_bytes = shape[0] * shape[1] * dtype.itemsize
+            if executor is None and result_bytes <= IN_MEMORY_RESULT_BYTES:
                 return np.empty(shape, dtype)
             return context.result_array("scores", shape, dtype)
 
