@@ -53,9 +53,11 @@ class ClusterExtraction:
         options: ExtractionOptions,
         should_stop: Callable[[], bool],
         on_lost: Callable[[str], None],
+        on_sent: Callable[[], None],
     ) -> FileOutcome:
         """The file's outcome. `on_lost` is told the error's name of each actor lost on the
-        way (the file then goes to another). Raises Stopped when `should_stop` says so,
+        way (the file then goes to another), `on_sent` each time the file is given to an
+        actor. Raises Stopped when `should_stop` says so,
         ClusterUnreachable when the cluster cannot be reached or goes away, RuntimeError when
         the cluster cannot extract (no model on its nodes, too many actors lost)."""
         driver = self._running_driver()
@@ -69,7 +71,9 @@ class ClusterExtraction:
                     kind, payload = answers.get(timeout=STOP_POLL_SECONDS)
                 except queue.Empty:
                     continue
-                if kind == "lost":
+                if kind == "sent":
+                    on_sent()
+                elif kind == "lost":
                     on_lost(str(payload))
                 elif kind == "done":
                     outcome: FileOutcome = payload
@@ -197,6 +201,7 @@ def _serve(connection: Connection, settings: Settings) -> None:
                 options,
                 stop.is_set,
                 lambda error: send(request_id, "lost", type(error).__name__),
+                lambda: send(request_id, "sent", None),
             )
         except Stopped:
             send(request_id, "stopped", None)

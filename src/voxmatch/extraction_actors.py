@@ -144,15 +144,19 @@ class ExtractionActors:
         options: ExtractionOptions,
         should_stop: Callable[[], bool],
         on_lost: Callable[[RayActorError], None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> FileOutcome:
         """One file's outcome (for a server's task: safe to call from several threads).
-        `on_lost` is told of each actor lost on the way (the file then goes to another).
+        `on_lost` is told of each actor lost on the way (the file then goes to another),
+        `on_sent` each time the file is given to an actor.
         Raises Stopped when `should_stop` says so, ModelError when the model cannot be
         loaded on the cluster."""
         stored = ray.put(content)
         attempt = 1
         while True:
             actor, result = self._submit(stored, options)
+            if on_sent is not None:
+                on_sent()
             try:
                 return self._wait(actor, result, should_stop)
             except RayActorError as error:

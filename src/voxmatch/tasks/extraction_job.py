@@ -132,7 +132,13 @@ def _extract_on_cluster(
             error_name,
         )
 
-    outcome = on_the_cluster.extract(context.file("audio"), options, context.should_stop, retrying)
+    def sent() -> None:
+        # Which tasks are on the cluster, for an operator (and the tests' point of reference).
+        log.info("task %s: its file is on a cluster actor", context.record.id)
+
+    outcome = on_the_cluster.extract(
+        context.file("audio"), options, context.should_stop, retrying, sent
+    )
     if outcome.media_invalid:
         raise _rejected(outcome.problem or "")
     if outcome.problem is not None:
