@@ -38,6 +38,10 @@ TASK_TIMEOUT_MS = 180_000
 """How long the page may take to show what needs extractions (a busy machine: several
 engineers' test runs on two cores); the assertions return as soon as it is there."""
 
+# Playwright's default of 5 s for every other assertion (a reply of the server, a refresh of
+# the status): enough on a quiet machine, not on a loaded CI runner. They return when true.
+expect.set_options(timeout=30_000)
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
