@@ -82,22 +82,6 @@ def voxmatch_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "voxmatch", *args]
 
 
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (2nd field) is in parentheses and may hold spaces.
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def is_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie, dead but not yet reaped by its new parent, is not)."""
     try:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -184,6 +185,43 @@ def wait_for_task(client: httpx.Client, location: str, timeout: float = 60) -> h
         if time.monotonic() > deadline:
             raise AssertionError(f"task {location} did not finish: {response.text}")
         time.sleep(0.01)
+
+
+def comparison_request(a: list[Voiceprint], b: list[Voiceprint], **extra: Any) -> dict[str, Any]:
+    """The JSON body of a comparison of `a` and `b`, with `extra` fields (top_k, calibration)."""
+    return {
+        "voiceprints_a": [vp.to_base64() for vp in a],
+        "voiceprints_b": [vp.to_base64() for vp in b],
+        **extra,
+    }
+
+
+def finished_comparison(
+    client: httpx.Client, request: dict[str, Any], timeout: float = 60
+) -> tuple[str, dict[str, Any]]:
+    """The location and `result` of the done comparison task of `request`."""
+    accepted = client.post(COMPARISON, json=request)
+    assert accepted.status_code == 202, accepted.text
+    location = accepted.headers["location"]
+    done = wait_for_task(client, location, timeout).json()
+    assert done["task"]["state"] == "done", done
+    return location, done["result"]
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (2nd field) is in parentheses and may hold spaces.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def burst(server: RunningServer, bodies: list[bytes], threads: int) -> list[httpx.Response]:

@@ -13,7 +13,6 @@ import soundfile as sf
 
 from _bulk_speech import (
     assert_same_voiceprints,
-    children_of,
     expected_voiceprints,
     is_alive,
     kill,
@@ -21,7 +20,7 @@ from _bulk_speech import (
     voxmatch_command,
     written_voiceprints,
 )
-from _helpers import model_env, wait_until
+from _helpers import children_of, model_env, wait_until
 from tools import corpora
 from voxmatch.bulk_extraction import ExtractionOptions, is_finished, media_files
 

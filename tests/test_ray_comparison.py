@@ -17,6 +17,9 @@ from _helpers import (
     COMPARISON,
     RunningServer,
     assert_scores_close,
+    children_of,
+    comparison_request,
+    finished_comparison,
     hold_the_worker,
     model_env,
     random_voiceprints,
@@ -75,23 +78,6 @@ def servers(
         on_ray.stop()
 
 
-def request(a: list[Voiceprint], b: list[Voiceprint], **extra: Any) -> dict[str, Any]:
-    return {
-        "voiceprints_a": [vp.to_base64() for vp in a],
-        "voiceprints_b": [vp.to_base64() for vp in b],
-        **extra,
-    }
-
-
-def done(client: httpx.Client, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    accepted = client.post(COMPARISON, json=body)
-    assert accepted.status_code == 202, accepted.text
-    location = accepted.headers["location"]
-    answer = wait_for_task(client, location, timeout=300).json()
-    assert answer["task"]["state"] == "done", answer
-    return location, answer["result"]
-
-
 def as_matrix(result: dict[str, Any]) -> np.ndarray:
     scores = result["scores"]
     return np.array(scores["values"], np.float32).reshape(scores["rows_count"], -1)
@@ -117,16 +103,13 @@ def expected_scores(a: list[Voiceprint], b: list[Voiceprint]) -> np.ndarray:
 def driver_processes(server: RunningServer) -> list[int]:
     """The server's spawned children: Ray drivers of comparisons (not its resource tracker)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children_of(server.process.pid):
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
             continue  # ended meanwhile
-        if parent == server.process.pid and b"spawn_main" in command:
-            found.append(int(entry.name))
+        if b"spawn_main" in command:
+            found.append(pid)
     return found
 
 
@@ -152,8 +135,12 @@ class TestOnASharedCluster:
         on_ray, local = servers
         ray_client, local_client = on_ray.client(timeout=300), local.client(timeout=300)
         a, b = random_voiceprints(3000, seed=1), random_voiceprints(2000, seed=2)
-        ray_location, ray_result = done(ray_client, request(a, b))
-        local_location, local_result = done(local_client, request(a, b))
+        ray_location, ray_result = finished_comparison(
+            ray_client, comparison_request(a, b), timeout=300
+        )
+        local_location, local_result = finished_comparison(
+            local_client, comparison_request(a, b), timeout=300
+        )
         assert ray_result["scores"]["rows_count"] == local_result["scores"]["rows_count"] == 2000
         assert ray_result["scores"]["columns_count"] == 3000
         ray_matrix, local_matrix = as_matrix(ray_result), as_matrix(local_result)
@@ -174,8 +161,12 @@ class TestOnASharedCluster:
         on_ray, local = servers
         a, b = random_voiceprints(3000, seed=3), random_voiceprints(1500, seed=4)
         k = 5
-        _, ray_result = done(on_ray.client(timeout=300), request(a, b, top_k=k))
-        _, local_result = done(local.client(timeout=300), request(a, b, top_k=k))
+        _, ray_result = finished_comparison(
+            on_ray.client(timeout=300), comparison_request(a, b, top_k=k), timeout=300
+        )
+        _, local_result = finished_comparison(
+            local.client(timeout=300), comparison_request(a, b, top_k=k), timeout=300
+        )
         full = expected_scores(a, b)
         for result in (ray_result, local_result):
             assert (result["top_k"]["rows_count"], result["top_k"]["k"]) == (1500, k)
@@ -202,7 +193,7 @@ class TestOnASharedCluster:
         on_ray, _ = servers
         client = on_ray.client(timeout=300)
         a, b = random_voiceprints(8000, seed=13), random_voiceprints(3000, seed=14)
-        accepted = client.post(COMPARISON, json=request(a, b))
+        accepted = client.post(COMPARISON, json=comparison_request(a, b))
         assert accepted.status_code == 202, accepted.text
         location = accepted.headers["location"]
         wait_until(lambda: bool(driver_processes(on_ray)), "the comparison's driver process")
@@ -217,7 +208,7 @@ class TestOnASharedCluster:
         on_ray, local = servers
         a, b = random_voiceprints(30, seed=9), random_voiceprints(20, seed=10)
         for server in servers:
-            done(server.client(), request(a, b))
+            finished_comparison(server.client(), comparison_request(a, b), timeout=300)
             assert status(server)["kind"] in {"local", "ray"}
         # Importing ray loads its core library into the process.
         assert "_raylet" in loaded_libraries(on_ray)
@@ -234,7 +225,7 @@ class TestOnASharedCluster:
             client = first.client(timeout=300)
             holding = hold_the_worker(client)
             a, b = random_voiceprints(3000, seed=21), random_voiceprints(2000, seed=22)
-            accepted = client.post(COMPARISON, json=request(a, b))
+            accepted = client.post(COMPARISON, json=comparison_request(a, b))
             assert accepted.status_code == 202, accepted.text
             location = accepted.headers["location"]
             assert task_state(client, location) == "pending"
@@ -270,7 +261,7 @@ def test_a_node_lost_mid_comparison_costs_nothing_but_time(tmp_path: Path) -> No
         try:
             client = server.client(timeout=300)
             a, b = random_voiceprints(8000, seed=5), random_voiceprints(3000, seed=6)
-            accepted = client.post(COMPARISON, json=request(a, b))
+            accepted = client.post(COMPARISON, json=comparison_request(a, b))
             assert accepted.status_code == 202, accepted.text
             location = accepted.headers["location"]
             # 381 blocks of 21 rows: once a band of them is written, the rest are on the nodes
@@ -294,7 +285,7 @@ def test_a_lost_cluster_fails_comparisons_cleanly(tmp_path: Path) -> None:
             assert status(server)["reachable"] is True
             address = own.address
             own.shutdown()  # type: ignore[no-untyped-call]
-            accepted = client.post(COMPARISON, json=request(a, b))
+            accepted = client.post(COMPARISON, json=comparison_request(a, b))
             assert accepted.status_code == 202, accepted.text
             answer = wait_for_task(client, accepted.headers["location"], timeout=120).json()
             assert answer["task"]["state"] == "failed", answer
@@ -325,7 +316,7 @@ def test_nothing_at_the_address_fails_comparisons_cleanly(tmp_path: Path) -> Non
         assert address in runner["error"], runner
         client = server.client()
         a, b = random_voiceprints(3000, seed=11), random_voiceprints(2000, seed=12)
-        accepted = client.post(COMPARISON, json=request(a, b))
+        accepted = client.post(COMPARISON, json=comparison_request(a, b))
         assert accepted.status_code == 202, accepted.text
         answer = wait_for_task(client, accepted.headers["location"], timeout=120).json()
         assert answer["task"]["state"] == "failed", answer

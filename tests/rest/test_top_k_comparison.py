@@ -21,6 +21,8 @@ from _helpers import (
     RunningServer,
     ServerFactory,
     assert_scores_close,
+    comparison_request,
+    finished_comparison,
     hold_the_worker,
     model_env,
     restart_after_kill,
@@ -64,27 +66,9 @@ def related_lists(
     return voiceprints(a, seed + 1), voiceprints(b, seed + 2)
 
 
-def body(a: list[Voiceprint], b: list[Voiceprint], **extra: Any) -> dict[str, Any]:
-    return {
-        "voiceprints_a": [vp.to_base64() for vp in a],
-        "voiceprints_b": [vp.to_base64() for vp in b],
-        **extra,
-    }
-
-
-def finished(client: httpx.Client, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The location and `result` of the done task of `request`."""
-    accepted = client.post(COMPARISON, json=request)
-    assert accepted.status_code == 202, accepted.text
-    location = accepted.headers["location"]
-    done = wait_for_task(client, location).json()
-    assert done["task"]["state"] == "done", done
-    return location, done["result"]
-
-
 def full_matrix(client: httpx.Client, a: list[Voiceprint], b: list[Voiceprint]) -> np.ndarray:
     """The server's matrix for a and b, rows following b."""
-    _, result = finished(client, body(a, b))
+    _, result = finished_comparison(client, comparison_request(a, b))
     scores = result["scores"]
     return np.array(scores["values"], np.float32).reshape(scores["rows_count"], -1)
 
@@ -169,7 +153,7 @@ def test_top_k_is_the_ranking_of_the_full_matrix(server: RunningServer) -> None:
         a[3].embedding, speech_length=a[3].speech_length, condition=a[3].condition
     )
     k = 7
-    location, result = finished(client, body(a, b, top_k=k))
+    location, result = finished_comparison(client, comparison_request(a, b, top_k=k))
     indices, scores = best_matches(result, len(b), k)
     matrix = full_matrix(client, a, b)
     exact_places = assert_ranking_of(indices, scores, matrix)
@@ -192,7 +176,7 @@ def test_top_k_is_the_ranking_of_the_full_matrix(server: RunningServer) -> None:
 def test_k_beyond_len_a_ranks_every_voiceprint_of_a(server: RunningServer) -> None:
     client = server.client()
     a, b = related_lists(5, 3, seed=11)
-    _, result = finished(client, body(a, b, top_k=MAX_TOP_K))
+    _, result = finished_comparison(client, comparison_request(a, b, top_k=MAX_TOP_K))
     indices, scores = best_matches(result, len(b), len(a))
     for row in indices:
         assert sorted(row.tolist()) == list(range(len(a)))
@@ -204,7 +188,7 @@ def test_a_large_top_k_result_is_the_same_as_json_and_as_npy(server: RunningServ
     client = server.client()
     a, b = related_lists(1000, 1100, seed=13)
     assert len(b) * len(a) > PIECE_VALUES
-    location, result = finished(client, body(a, b, top_k=MAX_TOP_K))
+    location, result = finished_comparison(client, comparison_request(a, b, top_k=MAX_TOP_K))
     indices, scores = best_matches(result, len(b), len(a))
     best = np.load(io.BytesIO(client.get(location, headers={"accept": NPY}).content))
     np.testing.assert_array_equal(best["index"], indices)
@@ -217,10 +201,10 @@ def test_a_large_top_k_result_is_the_same_as_json_and_as_npy(server: RunningServ
 def test_a_profile_scores_top_k_as_it_scores_the_matrix(limited_server: RunningServer) -> None:
     client = limited_server.client()
     a, b = related_lists(30, 30, seed=17)
-    _, shipped = finished(client, body(a, b, top_k=4))
-    _, result = finished(client, body(a, b, top_k=4, calibration="steep"))
+    _, shipped = finished_comparison(client, comparison_request(a, b, top_k=4))
+    _, result = finished_comparison(client, comparison_request(a, b, top_k=4, calibration="steep"))
     indices, scores = best_matches(result, len(b), 4)
-    _, profiled = finished(client, body(a, b, calibration="steep"))
+    _, profiled = finished_comparison(client, comparison_request(a, b, calibration="steep"))
     matrix = np.array(profiled["scores"]["values"], np.float32).reshape(len(b), len(a))
     assert_ranking_of(indices, scores, matrix)
     # The profile changed the scores: the test above could fail with the shipped calibration.
@@ -233,15 +217,15 @@ def test_top_k_lifts_the_matrix_limit_to_max_top_k_scores(
 ) -> None:
     client = limited_server.client()
     a, b = related_lists(600, 30, seed=23)  # 18,000 scores: max_top_k_scores, 18 x max_matrix
-    refused = client.post(COMPARISON, json=body(a, b))
+    refused = client.post(COMPARISON, json=comparison_request(a, b))
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["type"] == "matrix_too_large"
 
-    _, result = finished(client, body(a, b, top_k=3))
+    _, result = finished_comparison(client, comparison_request(a, b, top_k=3))
     indices, scores = best_matches(result, len(b), 3)
     assert_ranking_of(indices, scores, compare(a, b).T)
 
-    beyond = client.post(COMPARISON, json=body(a, [*b, b[0]], top_k=3))
+    beyond = client.post(COMPARISON, json=comparison_request(a, [*b, b[0]], top_k=3))
     assert beyond.status_code == 422
     detail = beyond.json()["detail"]
     assert detail[0]["location"] == ["body"]
@@ -250,7 +234,7 @@ def test_top_k_lifts_the_matrix_limit_to_max_top_k_scores(
     assert detail[0]["context"] == {"limit": 18000}
 
     # The list lengths are still bounded by max_list_length.
-    too_long = client.post(COMPARISON, json=body([*a, a[0]], b[:1], top_k=3))
+    too_long = client.post(COMPARISON, json=comparison_request([*a, a[0]], b[:1], top_k=3))
     assert too_long.status_code == 422
     assert too_long.json()["detail"][0]["location"] == ["body", "voiceprints_a"]
     assert too_long.json()["detail"][0]["type"] == "too_long"
@@ -274,7 +258,7 @@ def test_a_bad_top_k_is_a_422_at_the_field(
     server: RunningServer, value: object, error_type: str
 ) -> None:
     a, b = related_lists(3, 2, seed=29)
-    response = server.client().post(COMPARISON, json=body(a, b, top_k=value))
+    response = server.client().post(COMPARISON, json=comparison_request(a, b, top_k=value))
     assert response.status_code == 422, response.text
     error = response.json()
     assert error["type"] == "request.validation-error"
@@ -289,7 +273,7 @@ def test_a_bad_top_k_is_a_422_at_the_field(
 
 def test_top_k_null_is_the_matrix(server: RunningServer) -> None:
     a, b = related_lists(4, 3, seed=31)
-    _, result = finished(server.client(), body(a, b, top_k=None))
+    _, result = finished_comparison(server.client(), comparison_request(a, b, top_k=None))
     assert result["scores"]["rows_count"] == 3
     assert result["scores"]["columns_count"] == 4
 
@@ -301,7 +285,7 @@ def test_an_accepted_top_k_task_survives_kill_9(server_factory: ServerFactory) -
     client = server.client()
     holding = hold_the_worker(client)
     a, b = related_lists(200, 20, seed=37)
-    accepted = client.post(COMPARISON, json=body(a, b, top_k=5))
+    accepted = client.post(COMPARISON, json=comparison_request(a, b, top_k=5))
     assert accepted.status_code == 202, accepted.text
     # The only worker was on the holding task all along: the comparison had not started.
     client = restart_after_kill(server, server_factory, env, holding)
